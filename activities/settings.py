@@ -1,0 +1,125 @@
+"""Configuration: a TOML file plus TICKETFLOW_* environment variables (environment wins).
+
+The file is `$TICKETFLOW_CONFIG`, else `./ticketflow.toml`, else `<state_dir>/config.toml`. Settings are
+read by workers and clients, never by workflow code: activity inputs are stored in history and shown in
+the UI, so configuration and secrets stay out of them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from workflows import policy
+
+
+class RepoConfig(BaseModel):
+    """A named repository tickets can refer to with `repo: <name>`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    host: Literal["local", "github"] = "local"
+    base_branch: str | None = None
+    test_command: str | None = None
+    github_repo: str | None = Field(default=None, description="owner/name on GitHub")
+    api_url: str = "https://api.github.com"
+
+
+class AgentConfig(BaseModel):
+    """A `command` agent: argv run in the worktree; `pass_env` names extra variables it may see."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["command"] = "command"
+    command: list[str]
+    pass_env: list[str] = Field(default_factory=list)
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("TICKETFLOW_HOME", Path.home() / ".ticketflow"))
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("TICKETFLOW_CONFIG")
+    if explicit:
+        return Path(explicit)
+    for candidate in (Path("ticketflow.toml"), default_state_dir() / "config.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TICKETFLOW_", env_nested_delimiter="__", extra="ignore")
+
+    temporal_address: str = "localhost:7233"
+    namespace: str = "default"
+    task_queue: str = policy.TASK_QUEUE
+    state_dir: Path = Field(default_factory=default_state_dir)
+    host_id: str = Field(default_factory=socket.gethostname)
+    ui_url: str = "http://localhost:8233"
+    ui_port: int = 8233
+
+    max_concurrent_activities: int = Field(default=8, ge=1)
+    max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
+
+    default_agent: str = "command"
+    agents: dict[str, AgentConfig] = Field(default_factory=dict)
+    repos: dict[str, RepoConfig] = Field(default_factory=dict)
+    github_token: SecretStr | None = None
+
+    checks_timeout_seconds: float = Field(default=policy.CHECKS_TIMEOUT.total_seconds(), gt=0)
+    reminder_interval_seconds: float = Field(default=policy.REMINDER_INTERVAL.total_seconds(), gt=0)
+    blocked_timeout_seconds: float = Field(default=policy.BLOCKED_TIMEOUT.total_seconds(), gt=0)
+    approval_timeout_seconds: float = Field(default=policy.APPROVAL_TIMEOUT.total_seconds(), gt=0)
+    require_approval: bool = False
+    history_event_limit: int = Field(default=policy.HISTORY_EVENT_LIMIT, ge=50)
+    repo_check_timeout_seconds: float = 20.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    # Derived locations: everything ticketflow writes lives under state_dir.
+    @property
+    def mirrors_dir(self) -> Path:
+        return self.state_dir / "mirrors"
+
+    @property
+    def worktrees_dir(self) -> Path:
+        return self.state_dir / "worktrees"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def host_queue(self) -> str:
+        return policy.host_queue(self.task_queue, self.host_id)
+
+    def secret_values(self) -> list[str]:
+        """Values that must never appear in agent environments, logs, PR bodies or payloads."""
+        values = [self.github_token.get_secret_value()] if self.github_token else []
+        return [v for v in values if len(v) >= 6]

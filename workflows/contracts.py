@@ -1,0 +1,462 @@
+"""Every pydantic model that crosses the workflow/activity/client boundary.
+
+These payloads are stored in Temporal histories, so they are contracts: new fields are added only as
+optional with defaults, and nothing is renamed once released. This module imports only the standard
+library and pydantic, because the workflow sandbox re-imports it for every run.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_TITLE_CHARS = 200
+MAX_BODY_BYTES = 64 * 1024
+MAX_GUIDANCE_CHARS = 8000
+MAX_OUTPUT_LINES = 20
+SLUG_MAX = 40
+
+_TICKET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_MODEL_STAGES = ("classify", "code", "review")
+
+
+class Model(BaseModel):
+    """Base for boundary models: unknown fields are rejected so typos surface at submit time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TicketState(StrEnum):
+    QUEUED = "QUEUED"
+    CLASSIFYING = "CLASSIFYING"
+    WORKING = "WORKING"
+    TESTING = "TESTING"
+    REVIEWING = "REVIEWING"
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
+    OPENING_PR = "OPENING_PR"
+    BLOCKED = "BLOCKED"
+    WAITING_FOR_LIMIT = "WAITING_FOR_LIMIT"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (TicketState.DONE, TicketState.FAILED, TicketState.CANCELLED)
+
+
+class Stage(StrEnum):
+    CLASSIFY = "classify"
+    PREPARE_WORKSPACE = "prepare_workspace"
+    RUN_AGENT = "run_agent"
+    RUN_CHECKS = "run_checks"
+    REVIEW = "review"
+    APPROVAL = "approval"
+    OPEN_PR = "open_pr"
+
+
+# --------------------------------------------------------------------------------------------- tickets
+
+
+def slugify(text: str, limit: int = SLUG_MAX) -> str:
+    """Lower-case ASCII slug safe for branch names and paths ("Fix: login!" -> "fix-login")."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:limit].rstrip("-")
+
+
+def _has_control_chars(text: str) -> bool:
+    return any(unicodedata.category(ch) == "Cc" for ch in text)
+
+
+def is_safe_ref_name(ref: str) -> bool:
+    """The subset of `git check-ref-format` rules we accept for base branches."""
+    if not ref or len(ref) > 200 or ref.startswith(("-", "/")) or ref.endswith(("/", ".", ".lock")):
+        return False
+    if ".." in ref or "//" in ref or "@{" in ref or _has_control_chars(ref):
+        return False
+    return not any(ch in ref for ch in " ~^:?*[\\")
+
+
+class Budget(Model):
+    """Spending limits of one ticket; reaching one pauses the ticket for approval, it is never killed."""
+
+    tokens: int | None = Field(default=None, ge=1)
+    usd: float | None = Field(default=None, gt=0)
+
+
+class Ticket(Model):
+    id: str
+    title: str
+    body: str
+    repo: str
+    base_branch: str = "main"
+    labels: list[str] = Field(default_factory=list)
+    priority: int = Field(default=3, ge=1, le=5)
+    models: dict[str, list[str]] = Field(default_factory=dict)
+    agent: str | None = None
+    test_command: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    max_iterations: int = Field(default=3, ge=1, le=20)
+    budget: Budget = Field(default_factory=Budget)
+    require_approval: bool = False
+    agent_timeout_minutes: int | None = Field(default=None, ge=1, le=48 * 60)
+    source: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not _TICKET_ID.fullmatch(value):
+            raise ValueError(
+                "must be 1-63 characters of letters, digits, '-' or '_', starting with a letter or digit "
+                "(it becomes part of a branch name and a directory name)"
+            )
+        return value
+
+    @field_validator("title")
+    @classmethod
+    def _safe_title(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        if len(value) > MAX_TITLE_CHARS:
+            raise ValueError(f"is {len(value)} characters; the limit is {MAX_TITLE_CHARS}")
+        if _has_control_chars(value):
+            raise ValueError("must be one line without control characters")
+        if not slugify(value):
+            raise ValueError("needs at least one letter or digit (it names the branch)")
+        return value
+
+    @field_validator("body")
+    @classmethod
+    def _bounded_body(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty: describe what the agent should do")
+        size = len(value.encode())
+        if size > MAX_BODY_BYTES:
+            raise ValueError(f"is {size} bytes; the limit is {MAX_BODY_BYTES} (link large material instead)")
+        return value
+
+    @field_validator("repo")
+    @classmethod
+    def _plain_repo(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must name a configured repository, a path or a git URL")
+        if value.startswith("-") or _has_control_chars(value) or any(ch.isspace() for ch in value):
+            raise ValueError("must not start with '-' or contain spaces or control characters")
+        return value
+
+    @field_validator("base_branch")
+    @classmethod
+    def _safe_base(cls, value: str) -> str:
+        if not is_safe_ref_name(value):
+            raise ValueError(f"{value!r} is not a valid git branch name")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _clean_labels(cls, value: list[str]) -> list[str]:
+        cleaned = [label.strip() for label in value if label.strip()]
+        if any(_has_control_chars(label) or len(label) > 50 for label in cleaned):
+            raise ValueError("each label must be one line of at most 50 characters")
+        return cleaned
+
+    @field_validator("models")
+    @classmethod
+    def _known_stages(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted(set(value) - set(_MODEL_STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; use {list(_MODEL_STAGES)}")
+        return value
+
+    @field_validator("depends_on")
+    @classmethod
+    def _dependency_ids(cls, value: list[str]) -> list[str]:
+        for dep in value:
+            if not _TICKET_ID.fullmatch(dep):
+                raise ValueError(f"{dep!r} is not a valid ticket id")
+        return value
+
+    @model_validator(mode="after")
+    def _no_self_dependency(self) -> Ticket:
+        if self.id in self.depends_on:
+            raise ValueError(f"ticket {self.id} cannot depend on itself")
+        return self
+
+    @property
+    def slug(self) -> str:
+        return slugify(self.title)
+
+    @property
+    def branch(self) -> str:
+        return f"ticketflow/{self.id}-{self.slug}"
+
+
+def workflow_id_for(ticket_id: str) -> str:
+    """One workflow id per ticket id, so a ticket can only ever have one live run."""
+    return f"ticket-{ticket_id}"
+
+
+# ------------------------------------------------------------------------------------ activity models
+
+
+class TokenUsage(Model):
+    prompt: int = 0
+    completion: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.completion
+
+    def plus(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            prompt=self.prompt + other.prompt,
+            completion=self.completion + other.completion,
+            cost_usd=round(self.cost_usd + other.cost_usd, 6),
+        )
+
+
+class ClassifyRequest(Model):
+    ticket: Ticket
+
+
+class Classification(Model):
+    kind: Literal["feature", "bugfix", "refactor", "docs", "test", "chore"] = "feature"
+    complexity: Literal["low", "medium", "high"] = "medium"
+    risk: Literal["low", "medium", "high"] = "medium"
+    rationale: str = ""
+    model: str | None = None
+    tokens: TokenUsage = Field(default_factory=TokenUsage)
+
+
+class WorkspaceRequest(Model):
+    ticket: Ticket
+
+
+class Workspace(Model):
+    path: str
+    branch: str
+    base_branch: str
+    base_commit: str
+    repo_url: str
+    host_queue: str
+    git_host: str = "local"
+    test_command: str | None = None
+    stack: list[str] = Field(default_factory=list)
+    context_summary: str = ""
+
+
+class AgentCheckpoint(Model):
+    """What a run_agent attempt heartbeats, so a retried attempt resumes instead of starting over."""
+
+    session_id: str | None = None
+    last_commit: str | None = None
+    step: int = 0
+    finished: bool = False
+
+
+AgentOutcomeKind = Literal["done", "blocked", "usage_limit", "rate_limited", "failed"]
+
+
+class AgentRequest(Model):
+    ticket: Ticket
+    workspace: Workspace
+    classification: Classification
+    iteration: int = 1
+    feedback: str | None = None
+    guidance: str | None = None
+    session_id: str | None = None
+    resume: bool = False
+
+
+class AgentResult(Model):
+    outcome: AgentOutcomeKind
+    reason: str = ""
+    reset_at: datetime | None = None
+    retry_after_seconds: float | None = None
+    session_id: str | None = None
+    agent: str = ""
+    model: str | None = None
+    steps: int = 0
+    steps_redone: int = 0
+    last_commit: str | None = None
+    output_tail: list[str] = Field(default_factory=list)
+    tokens: TokenUsage = Field(default_factory=TokenUsage)
+    duration_seconds: float = 0.0
+
+
+class ChecksRequest(Model):
+    workspace: Workspace
+    test_command: str | None = None
+    timeout_seconds: float = 1800
+
+
+class CheckReport(Model):
+    passed: bool
+    command: str
+    exit_code: int | None = None
+    timed_out: bool = False
+    passed_count: int | None = None
+    failed_count: int | None = None
+    skipped_count: int | None = None
+    duration_seconds: float = 0.0
+    output_tail: str = ""
+
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+
+
+class Finding(Model):
+    severity: Severity
+    rule: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+
+
+class ReviewRequest(Model):
+    ticket: Ticket
+    workspace: Workspace
+    classification: Classification
+
+
+class ReviewReport(Model):
+    findings: list[Finding] = Field(default_factory=list)
+    files_changed: int = 0
+    insertions: int = 0
+    deletions: int = 0
+    model: str | None = None
+    tokens: TokenUsage = Field(default_factory=TokenUsage)
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "critical"]
+
+
+class PullRequestRequest(Model):
+    ticket: Ticket
+    workspace: Workspace
+    classification: Classification
+    checks: CheckReport | None = None
+    review: ReviewReport | None = None
+    models_used: list[str] = Field(default_factory=list)
+    tokens: TokenUsage = Field(default_factory=TokenUsage)
+    iterations: int = 1
+    workflow_id: str = ""
+
+
+class PullRequestRef(Model):
+    url: str
+    number: int
+    branch: str
+    host: str
+    created: bool = True
+    head_commit: str | None = None
+
+
+# ------------------------------------------------------------------------------ workflow-level models
+
+
+class RunOptions(Model):
+    """Per-run knobs resolved by the client from config, so the workflow itself reads no config."""
+
+    reminder_interval_seconds: float = Field(default=4 * 3600, gt=0)
+    blocked_timeout_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+    approval_timeout_seconds: float = Field(default=7 * 24 * 3600, gt=0)
+    require_approval: bool = False
+    history_event_limit: int = Field(default=10_000, ge=50)
+    ui_url: str = ""
+
+
+class StatusEvent(Model):
+    at: datetime
+    state: TicketState
+    stage: Stage | None = None
+    note: str = ""
+
+
+class TicketStatus(Model):
+    ticket_id: str
+    title: str
+    state: TicketState = TicketState.QUEUED
+    stage: Stage | None = None
+    iteration: int = 0
+    max_iterations: int = 3
+    attempts: dict[str, int] = Field(default_factory=dict)
+    blocked_reason: str | None = None
+    blocked_since: datetime | None = None
+    unblock_command: str | None = None
+    waiting_until: datetime | None = None
+    failed_stage: Stage | None = None
+    models_used: list[str] = Field(default_factory=list)
+    tokens: TokenUsage = Field(default_factory=TokenUsage)
+    timings: dict[str, float] = Field(default_factory=dict)
+    started_at: datetime | None = None
+    updated_at: datetime | None = None
+    branch: str | None = None
+    pr_url: str | None = None
+    classification: Classification | None = None
+    last_checks: CheckReport | None = None
+    last_review: ReviewReport | None = None
+    last_output: list[str] = Field(default_factory=list)
+    session_id: str | None = None
+    events: list[StatusEvent] = Field(default_factory=list)
+    runs: int = 1
+
+
+class Carry(Model):
+    """State handed from one run to the next on continue-as-new or on a retry of a failed ticket."""
+
+    status: TicketStatus
+    resume_stage: Stage
+    workspace: Workspace | None = None
+    feedback: str | None = None
+    guidance: str | None = None
+
+
+class TicketRun(Model):
+    """The workflow's one input."""
+
+    ticket: Ticket
+    options: RunOptions = Field(default_factory=RunOptions)
+    carry: Carry | None = None
+
+
+class TicketResult(Model):
+    state: TicketState
+    pr_url: str | None = None
+    status: TicketStatus
+
+
+class UnblockRequest(Model):
+    guidance: Annotated[str, Field(min_length=1, max_length=MAX_GUIDANCE_CHARS)]
+    by: str = "operator"
+
+
+class ApproveRequest(Model):
+    by: str = "operator"
+    note: str = ""
+    extra_tokens: int | None = Field(default=None, ge=1)
+
+
+class RetryRequest(Model):
+    by: str = "operator"
+
+
+class CancelRequest(Model):
+    reason: str = "cancelled by operator"
+    by: str = "operator"
+
+
+class Ack(Model):
+    """Reply of an update: what the ticket does next."""
+
+    state: TicketState
+    message: str

@@ -1,0 +1,63 @@
+"""Every timeout, retry policy and task-queue name of ticketflow, in one place.
+
+Changing a value here changes how new activities are scheduled; it never breaks replay of running
+tickets, because these values are recorded in history when a command is issued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+TASK_QUEUE = "ticketflow"
+WORKFLOW_TYPE = "TicketWorkflow"
+
+# Error types (ApplicationError.type) that no retry can fix: they go straight to a human.
+NON_RETRYABLE = ["InvalidTicket", "RepoNotFound", "AuthFailed", "SecretLeak", "NothingToPush"]
+
+
+def host_queue(base_queue: str, host_id: str) -> str:
+    """Queue served only by the worker that owns a ticket's worktree (workspace affinity)."""
+    return f"{base_queue}@{host_id}"
+
+
+@dataclass(frozen=True)
+class ActivityPolicy:
+    start_to_close: timedelta
+    heartbeat: timedelta | None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def with_timeout(self, start_to_close: timedelta) -> ActivityPolicy:
+        return ActivityPolicy(start_to_close, self.heartbeat, self.retry)
+
+
+def _retry(attempts: int, initial: float = 2, maximum: float = 60) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=initial),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=maximum),
+        maximum_attempts=attempts,
+        non_retryable_error_types=NON_RETRYABLE,
+    )
+
+
+CLASSIFY = ActivityPolicy(timedelta(minutes=5), timedelta(seconds=30), _retry(3))
+PREPARE_WORKSPACE = ActivityPolicy(timedelta(minutes=20), timedelta(seconds=30), _retry(3))
+# The agent is the long step: one attempt may run for hours, and its heartbeats are its checkpoints.
+RUN_AGENT = ActivityPolicy(timedelta(hours=6), timedelta(seconds=60), _retry(3, initial=5, maximum=120))
+RUN_CHECKS = ActivityPolicy(timedelta(minutes=45), timedelta(seconds=30), _retry(2))
+REVIEW = ActivityPolicy(timedelta(minutes=10), timedelta(seconds=30), _retry(3))
+OPEN_PR = ActivityPolicy(timedelta(minutes=5), timedelta(seconds=30), _retry(5, initial=5, maximum=120))
+
+CHECKS_TIMEOUT = timedelta(minutes=30)
+REMINDER_INTERVAL = timedelta(hours=4)
+BLOCKED_TIMEOUT = timedelta(days=7)
+APPROVAL_TIMEOUT = timedelta(days=7)
+# Continue-as-new once a ticket's history passes this many events (Temporal's hard limit is 51,200).
+HISTORY_EVENT_LIMIT = 10_000
+
+# Worker side.
+GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+STALL_KILL_GRACE = timedelta(seconds=10)
