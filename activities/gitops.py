@@ -1,0 +1,53 @@
+"""Small async wrappers around the git CLI for activities (never blocks the event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from activities.repos import git_env
+
+COMMIT_IDENTITY = ["-c", "user.name=ticketflow", "-c", "user.email=ticketflow@localhost"]
+
+
+class GitError(Exception):
+    def __init__(self, args: tuple[str, ...], code: int, stderr: str) -> None:
+        self.code = code
+        self.stderr = stderr
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {code}"
+        super().__init__(f"git {' '.join(args[:3])} failed: {last}")
+
+
+async def git(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    """Run `git <args>` in cwd and return stdout; raise GitError with git's own message on failure."""
+    proc = await asyncio.create_subprocess_exec(
+        "git", *args,
+        cwd=str(cwd),
+        env=git_env(env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise GitError(args, proc.returncode or -1, err.decode(errors="replace"))
+    return out.decode(errors="replace")
+
+
+async def head(worktree: Path) -> str:
+    return (await git(worktree, "rev-parse", "HEAD")).strip()
+
+
+async def commit_all(worktree: Path, message: str) -> str | None:
+    """Stage everything and commit; returns the new commit, or None when nothing changed."""
+    await git(worktree, "add", "-A")
+    if not (await git(worktree, "status", "--porcelain")).strip():
+        return None
+    await git(worktree, *COMMIT_IDENTITY, "commit", "-q", "--no-verify", "-m", message)
+    return await head(worktree)
