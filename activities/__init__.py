@@ -1,0 +1,25 @@
+"""Activities: every piece of I/O a ticket needs. build_activities is the one registration point."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from activities.agent import AgentActivities
+from activities.checks import CheckActivities
+from activities.classify import classify
+from activities.pull_request import PullRequestActivities
+from activities.review import ReviewActivities
+from activities.settings import Settings
+from activities.workspace import WorkspaceActivities
+
+
+def build_activities(settings: Settings) -> list[Callable[..., Any]]:
+    return [
+        classify,
+        WorkspaceActivities(settings).prepare_workspace,
+        AgentActivities(settings).run_agent,
+        CheckActivities(settings).run_checks,
+        ReviewActivities(settings).review,
+        PullRequestActivities(settings).open_pr,
+    ]

@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     repos: dict[str, RepoConfig] = Field(default_factory=dict)
     github_token: SecretStr | None = None
 
+    agent_stall_seconds: float = Field(default=15 * 60, gt=0, description="no output this long = stalled")
     checks_timeout_seconds: float = Field(default=policy.CHECKS_TIMEOUT.total_seconds(), gt=0)
     reminder_interval_seconds: float = Field(default=policy.REMINDER_INTERVAL.total_seconds(), gt=0)
     blocked_timeout_seconds: float = Field(default=policy.BLOCKED_TIMEOUT.total_seconds(), gt=0)

@@ -372,6 +372,7 @@ class RunOptions(Model):
     approval_timeout_seconds: float = Field(default=7 * 24 * 3600, gt=0)
     require_approval: bool = False
     history_event_limit: int = Field(default=10_000, ge=50)
+    checks_timeout_seconds: float = Field(default=1800, gt=0)
     ui_url: str = ""
 
 
@@ -408,6 +409,7 @@ class TicketStatus(Model):
     last_output: list[str] = Field(default_factory=list)
     session_id: str | None = None
     events: list[StatusEvent] = Field(default_factory=list)
+    reminders: int = 0
     runs: int = 1
 
 
@@ -419,6 +421,7 @@ class Carry(Model):
     workspace: Workspace | None = None
     feedback: str | None = None
     guidance: str | None = None
+    resume_session: bool = False
 
 
 class TicketRun(Model):

@@ -15,7 +15,9 @@ TASK_QUEUE = "ticketflow"
 WORKFLOW_TYPE = "TicketWorkflow"
 
 # Error types (ApplicationError.type) that no retry can fix: they go straight to a human.
-NON_RETRYABLE = ["InvalidTicket", "RepoNotFound", "AuthFailed", "SecretLeak", "NothingToPush"]
+NON_RETRYABLE = [
+    "InvalidTicket", "RepoNotFound", "AuthFailed", "NothingToPush", "AgentNotConfigured", "WorkspaceMissing",
+]
 
 
 def host_queue(base_queue: str, host_id: str) -> str:
@@ -25,12 +27,13 @@ def host_queue(base_queue: str, host_id: str) -> str:
 
 @dataclass(frozen=True)
 class ActivityPolicy:
+    name: str
     start_to_close: timedelta
     heartbeat: timedelta | None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def with_timeout(self, start_to_close: timedelta) -> ActivityPolicy:
-        return ActivityPolicy(start_to_close, self.heartbeat, self.retry)
+        return ActivityPolicy(self.name, start_to_close, self.heartbeat, self.retry)
 
 
 def _retry(attempts: int, initial: float = 2, maximum: float = 60) -> RetryPolicy:
@@ -43,15 +46,17 @@ def _retry(attempts: int, initial: float = 2, maximum: float = 60) -> RetryPolic
     )
 
 
-CLASSIFY = ActivityPolicy(timedelta(minutes=5), timedelta(seconds=30), _retry(3))
-PREPARE_WORKSPACE = ActivityPolicy(timedelta(minutes=20), timedelta(seconds=30), _retry(3))
+CLASSIFY = ActivityPolicy("classify", timedelta(minutes=5), timedelta(seconds=30), _retry(3))
+PREPARE_WORKSPACE = ActivityPolicy("prepare_workspace", timedelta(minutes=20), timedelta(seconds=30), _retry(3))
 # The agent is the long step: one attempt may run for hours, and its heartbeats are its checkpoints.
-RUN_AGENT = ActivityPolicy(timedelta(hours=6), timedelta(seconds=60), _retry(3, initial=5, maximum=120))
-RUN_CHECKS = ActivityPolicy(timedelta(minutes=45), timedelta(seconds=30), _retry(2))
-REVIEW = ActivityPolicy(timedelta(minutes=10), timedelta(seconds=30), _retry(3))
-OPEN_PR = ActivityPolicy(timedelta(minutes=5), timedelta(seconds=30), _retry(5, initial=5, maximum=120))
+RUN_AGENT = ActivityPolicy("run_agent", timedelta(hours=6), timedelta(seconds=60), _retry(3, initial=5, maximum=120))
+RUN_CHECKS = ActivityPolicy("run_checks", timedelta(minutes=45), timedelta(seconds=30), _retry(2))
+REVIEW = ActivityPolicy("review", timedelta(minutes=10), timedelta(seconds=30), _retry(3))
+OPEN_PR = ActivityPolicy("open_pr", timedelta(minutes=5), timedelta(seconds=30), _retry(5, initial=5, maximum=120))
 
 CHECKS_TIMEOUT = timedelta(minutes=30)
+# run_checks gets the test timeout plus this margin, so the test runner's own timeout is what fires.
+CHECKS_MARGIN = timedelta(minutes=5)
 REMINDER_INTERVAL = timedelta(hours=4)
 BLOCKED_TIMEOUT = timedelta(days=7)
 APPROVAL_TIMEOUT = timedelta(days=7)

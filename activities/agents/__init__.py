@@ -1,0 +1,31 @@
+"""Agent registry: adding an agent kind is one module plus one line in AGENT_KINDS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from activities.agents.base import Agent, AgentRun
+from activities.agents.command import CommandAgent
+from activities.settings import AgentConfig, Settings
+
+AGENT_KINDS: dict[str, Callable[[str, AgentConfig], Agent]] = {
+    "command": CommandAgent,
+}
+
+
+class AgentNotConfigured(Exception):
+    pass
+
+
+def build_agent(name: str, settings: Settings) -> Agent:
+    config = settings.agents.get(name)
+    if config is None:
+        known = ", ".join(sorted(settings.agents)) or "none"
+        raise AgentNotConfigured(
+            f"agent {name!r} is not configured (configured: {known}); add [agents.{name}] with a command "
+            "to ticketflow.toml"
+        )
+    return AGENT_KINDS[config.kind](name, config)
+
+
+__all__ = ["AGENT_KINDS", "Agent", "AgentNotConfigured", "AgentRun", "build_agent"]

@@ -1,0 +1,285 @@
+"""The `ticketflow` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from activities.settings import Settings
+from clients import devserver, tickets
+from clients.connect import TemporalUnavailable, connect
+from clients.ticket_files import TicketError, explain, load_ticket_file, parse_ticket
+from workflows.contracts import Ticket
+
+USER_ERRORS = (
+    TicketError,
+    tickets.TicketOperationError,
+    TemporalUnavailable,
+    devserver.DevServerError,
+    ValidationError,
+)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# ------------------------------------------------------------------------------------ commands
+
+
+async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    if devserver.port_open(settings.temporal_address):
+        print(f"Temporal already answers on {settings.temporal_address}")
+        return 0
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    command = devserver.dev_server_command(settings, headless=args.headless)
+    if args.detach:
+        devserver.start_background(settings, "dev-server", command)
+        await devserver.wait_for_port(settings.temporal_address)
+        print(f"Temporal dev server on {settings.temporal_address}, Web UI {settings.ui_url}")
+        print(f"(state: {settings.state_dir / 'temporal.db'}; stop with `ticketflow stop`)")
+        return 0
+    print(f"Temporal dev server on {settings.temporal_address}, Web UI {settings.ui_url} (Ctrl-C stops it)")
+    proc = await asyncio.create_subprocess_exec(*command)
+    return await proc.wait()
+
+
+async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if args.detach:
+        pid = devserver.start_background(settings, "worker", devserver.worker_command())
+        print(f"worker started in the background (pid {pid}, log {settings.state_dir / 'worker.log'})")
+        return 0
+    from workers.main import install_signal_handlers, run_workers
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    client = await connect(settings)
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    await run_workers(client, settings, stop)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
+    for name in ("worker", "dev-server"):
+        print(f"{name}: {'stopped' if devserver.stop_background(settings, name) else 'not running'}")
+    return 0
+
+
+def _tickets_from_args(args: argparse.Namespace) -> list[Ticket]:
+    if args.files:
+        return [load_ticket_file(Path(f), {"repo": args.repo} if args.repo else None) for f in args.files]
+    missing = [name for name in ("title", "body", "repo") if not getattr(args, name)]
+    if missing:
+        raise TicketError(f"give a ticket FILE, or all of --title, --body and --repo (missing: {', '.join(missing)})")
+    fields = {"title": args.title, "body": args.body, "repo": args.repo}
+    if args.id:
+        fields["id"] = args.id
+    text = "\n".join(f"{k}: {json.dumps(v)}" for k, v in fields.items() if k != "body")
+    return [parse_ticket(f"---\n{text}\n---\n{args.body}", args.id or args.title)]
+
+
+async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    batch = _tickets_from_args(args)
+    client = await connect(settings)
+    results = [await tickets.submit(client, settings, ticket) for ticket in batch]
+    if args.json:
+        _print_json([asdict(r) for r in results])
+        return 0
+    for result in results:
+        if result.started:
+            print(f"submitted {result.ticket_id} (workflow {result.workflow_id})")
+        else:
+            print(
+                f"{result.ticket_id} was already submitted: workflow {result.workflow_id} is "
+                f"{result.existing_state} ({result.existing_status}); not starting it again"
+            )
+    return 0
+
+
+async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect(settings)
+    found = await tickets.list_tickets(client, args.state)
+    if args.json:
+        _print_json([asdict(t) for t in found])
+        return 0
+    if not found:
+        print("no tickets")
+    for t in found:
+        stage = t.stage or "-"
+        print(f"{t.ticket_id:<24} {t.state:<18} {stage:<18} p{t.priority or '-'}  {t.title[:60]}")
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    client = await connect(settings)
+    st = await tickets.status(client, args.id)
+    if args.json:
+        print(st.model_dump_json(indent=2))
+        return 0
+    print(f"{st.ticket_id}: {st.title}")
+    print(f"  state      {st.state.value}" + (f" at {st.stage.value}" if st.stage else ""))
+    print(f"  iteration  {st.iteration}/{st.max_iterations}")
+    if st.blocked_reason:
+        print(f"  blocked    {st.blocked_reason}")
+        print(f"  unblock    {st.unblock_command}")
+    if st.waiting_until:
+        print(f"  waiting    until {st.waiting_until.isoformat()}")
+    if st.branch:
+        print(f"  branch     {st.branch}")
+    if st.pr_url:
+        print(f"  PR         {st.pr_url}")
+    if st.models_used:
+        print(f"  models     {', '.join(st.models_used)}; tokens {st.tokens.total}")
+    timing = ", ".join(f"{k} {v:.1f}s" for k, v in st.timings.items())
+    if timing:
+        print(f"  timings    {timing}")
+    for line in st.last_output[-5:]:
+        print(f"  | {line}")
+    return 0
+
+
+async def cmd_unblock(args: argparse.Namespace, settings: Settings) -> int:
+    ack = await tickets.unblock(await connect(settings), args.id, args.guidance)
+    _emit(args, {"ticket": args.id, "message": ack.message})
+    return 0
+
+
+async def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
+    ack = await tickets.approve(await connect(settings), args.id, args.note)
+    _emit(args, {"ticket": args.id, "message": ack.message})
+    return 0
+
+
+async def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    message = await tickets.cancel(await connect(settings), args.id, args.reason)
+    _emit(args, {"ticket": args.id, "message": message})
+    return 0
+
+
+async def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    message = await tickets.retry(await connect(settings), settings, args.id)
+    _emit(args, {"ticket": args.id, "message": message})
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
+    folder = settings.logs_dir / args.id
+    files = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    if not files:
+        raise tickets.TicketOperationError(f"no logs for ticket {args.id} under {folder}")
+    for path in files[:-1] if args.follow else files:
+        print(f"==> {path.name} <==\n{path.read_text(errors='replace')}")
+    if args.follow:
+        _follow(files[-1])
+    return 0
+
+
+def _follow(path: Path) -> None:
+    print(f"==> {path.name} (following; Ctrl-C to stop) <==")
+    with path.open(errors="replace") as handle:
+        while True:
+            line = handle.readline()
+            if line:
+                print(line, end="", flush=True)
+            else:
+                time.sleep(0.5)
+
+
+async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from clients.demo import run_demo
+
+    return await run_demo(settings, timeout=args.timeout)
+
+
+def _emit(args: argparse.Namespace, data: dict[str, str]) -> None:
+    if args.json:
+        _print_json(data)
+    else:
+        print(data["message"])
+
+
+# ------------------------------------------------------------------------------------- parsing
+
+
+Handler = Callable[[argparse.Namespace, Settings], Awaitable[int] | int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ticketflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler: Handler, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    p = command("dev", cmd_dev, "start the Temporal dev server (SQLite in the state dir, Web UI)", False)
+    p.add_argument("--detach", action="store_true", help="run in the background")
+    p.add_argument("--headless", action="store_true", help="without the Web UI")
+    p = command("worker", cmd_worker, "run a worker (workflows and activities)", False)
+    p.add_argument("--detach", action="store_true", help="run in the background")
+    command("stop", cmd_stop, "stop the background dev server and worker", False)
+    p = command("submit", cmd_submit, "submit ticket files or one ticket from flags")
+    p.add_argument("files", nargs="*", help="Markdown ticket files with YAML front matter")
+    p.add_argument("--title")
+    p.add_argument("--body")
+    p.add_argument("--repo", help="repository (also the default for files that name none)")
+    p.add_argument("--id", help="ticket id (default: from the title)")
+    p = command("list", cmd_list, "list tickets")
+    p.add_argument("--state", help="only tickets in this state, e.g. BLOCKED")
+    for name, handler, text in (
+        ("status", cmd_status, "show a ticket's status"),
+        ("retry", cmd_retry, "retry a BLOCKED ticket's stage, or restart a FAILED ticket where it failed"),
+    ):
+        command(name, handler, text).add_argument("id")
+    p = command("approve", cmd_approve, "approve a ticket waiting for approval")
+    p.add_argument("id")
+    p.add_argument("--note", default="")
+    p = command("unblock", cmd_unblock, "answer a BLOCKED ticket with guidance for the agent")
+    p.add_argument("id")
+    p.add_argument("--guidance", required=True)
+    p = command("cancel", cmd_cancel, "cancel a ticket")
+    p.add_argument("id")
+    p.add_argument("--reason", default="cancelled by operator")
+    p = command("logs", cmd_logs, "print a ticket's agent logs", False)
+    p.add_argument("id")
+    p.add_argument("-f", "--follow", action="store_true", help="follow the newest log")
+    p = command("demo", cmd_demo, "run the example backlog end to end on a local dev server", False)
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the tickets")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+        outcome = args.handler(args, settings)
+        if asyncio.iscoroutine(outcome):
+            outcome = asyncio.run(outcome)
+        return int(outcome)
+    except KeyboardInterrupt:
+        return 130
+    except ValidationError as exc:
+        print(f"error: invalid configuration: {explain(exc)}", file=sys.stderr)
+        return 2
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

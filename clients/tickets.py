@@ -1,0 +1,260 @@
+"""Client-side ticket operations: submit, look up, answer and retry tickets through Temporal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    Priority,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.repos import RepoError, check_reachable, resolve_repo
+from activities.settings import Settings
+from workflows import policy, visibility
+from workflows.contracts import (
+    Ack,
+    ApproveRequest,
+    CancelRequest,
+    RetryRequest,
+    RunOptions,
+    Ticket,
+    TicketRun,
+    TicketState,
+    TicketStatus,
+    UnblockRequest,
+    workflow_id_for,
+)
+from workflows.ticket import TicketWorkflow
+
+SUMMARY_LIMIT = 400  # bytes: Temporal's static summary limit
+
+
+class TicketOperationError(Exception):
+    """A user-facing failure; the message says what is wrong and what to do."""
+
+
+@dataclass
+class SubmitResult:
+    ticket_id: str
+    workflow_id: str
+    started: bool
+    existing_state: str | None = None
+    existing_status: str | None = None
+
+
+@dataclass
+class TicketSummary:
+    ticket_id: str
+    workflow_id: str
+    title: str
+    state: str
+    stage: str | None
+    priority: int | None
+    repo: str | None
+    status: str
+    started: datetime | None
+
+
+def run_options(settings: Settings, ticket: Ticket) -> TicketRun:
+    options = RunOptions(
+        reminder_interval_seconds=settings.reminder_interval_seconds,
+        blocked_timeout_seconds=settings.blocked_timeout_seconds,
+        approval_timeout_seconds=settings.approval_timeout_seconds,
+        require_approval=settings.require_approval,
+        history_event_limit=settings.history_event_limit,
+        checks_timeout_seconds=settings.checks_timeout_seconds,
+        ui_url=settings.ui_url,
+    )
+    return TicketRun(ticket=ticket, options=options)
+
+
+async def validate_repo(ticket: Ticket, settings: Settings) -> Ticket:
+    """Reject a ticket whose repository is unknown or unreachable before anything starts."""
+    try:
+        repo = resolve_repo(ticket.repo, settings)
+        if repo.base_branch and "base_branch" not in ticket.model_fields_set:
+            ticket = ticket.model_copy(update={"base_branch": repo.base_branch})
+        await check_reachable(repo, ticket.base_branch, settings.repo_check_timeout_seconds)
+    except RepoError as exc:
+        raise TicketOperationError(f"ticket {ticket.id}: {exc}") from exc
+    return ticket
+
+
+def _truncate_bytes(text: str, limit: int) -> str:
+    data = text.encode()
+    return text if len(data) <= limit else data[: limit - 3].decode(errors="ignore") + "..."
+
+
+def _details(ticket: Ticket) -> str:
+    labels = ", ".join(ticket.labels) or "-"
+    return (
+        f"**Ticket:** {ticket.id}  \n**Repo:** {ticket.repo} ({ticket.base_branch})  \n"
+        f"**Priority:** {ticket.priority}  \n**Labels:** {labels}\n\n{_truncate_bytes(ticket.body, 15000)}"
+    )
+
+
+async def submit(client: Client, settings: Settings, ticket: Ticket, *, check_repo: bool = True) -> SubmitResult:
+    """Start the ticket's workflow once; a second submit reports the existing run instead."""
+    if check_repo:
+        ticket = await validate_repo(ticket, settings)
+    workflow_id = workflow_id_for(ticket.id)
+    try:
+        await _start(client, settings, run_options(settings, ticket), WorkflowIDReusePolicy.REJECT_DUPLICATE)
+    except WorkflowAlreadyStartedError:
+        existing = await describe(client, ticket.id)
+        return SubmitResult(ticket.id, workflow_id, False, existing.state, existing.status)
+    return SubmitResult(ticket.id, workflow_id, True)
+
+
+async def _start(client: Client, settings: Settings, run: TicketRun, reuse: WorkflowIDReusePolicy) -> None:
+    ticket = run.ticket
+    attributes = TypedSearchAttributes(
+        [
+            SearchAttributePair(visibility.TICKET_STATE, TicketState.QUEUED.value),
+            SearchAttributePair(visibility.TICKET_PRIORITY, ticket.priority),
+            SearchAttributePair(visibility.TICKET_REPO, ticket.repo),
+        ]
+    )
+    await client.start_workflow(
+        TicketWorkflow.run,
+        run,
+        id=workflow_id_for(ticket.id),
+        task_queue=settings.task_queue,
+        id_reuse_policy=reuse,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        search_attributes=attributes,
+        static_summary=_truncate_bytes(ticket.title, SUMMARY_LIMIT),
+        static_details=_details(ticket),
+        memo={"title": ticket.title},
+        priority=Priority(priority_key=ticket.priority),
+    )
+
+
+def handle_for(client: Client, ticket_id: str) -> WorkflowHandle[TicketWorkflow, object]:
+    return client.get_workflow_handle_for(TicketWorkflow.run, workflow_id_for(ticket_id))
+
+
+async def describe(client: Client, ticket_id: str) -> TicketSummary:
+    try:
+        desc = await client.get_workflow_handle(workflow_id_for(ticket_id)).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise TicketOperationError(f"no ticket {ticket_id!r} has been submitted") from exc
+        raise
+    attrs = desc.typed_search_attributes
+    return TicketSummary(
+        ticket_id=ticket_id,
+        workflow_id=desc.id,
+        title=await desc.static_summary() or "",
+        state=attrs.get(visibility.TICKET_STATE) or "?",
+        stage=attrs.get(visibility.TICKET_STAGE),
+        priority=attrs.get(visibility.TICKET_PRIORITY),
+        repo=attrs.get(visibility.TICKET_REPO),
+        status=desc.status.name if desc.status else "UNKNOWN",
+        started=desc.start_time,
+    )
+
+
+async def list_tickets(client: Client, state: str | None = None, limit: int = 200) -> list[TicketSummary]:
+    query = f"WorkflowType = '{policy.WORKFLOW_TYPE}'"
+    if state:
+        query += f" AND TicketState = '{state.upper()}'"
+    found: list[TicketSummary] = []
+    async for execution in client.list_workflows(query, limit=limit):
+        attrs = execution.typed_search_attributes
+        found.append(
+            TicketSummary(
+                ticket_id=execution.id.removeprefix("ticket-"),
+                workflow_id=execution.id,
+                title=str(await execution.memo_value("title", "")),
+                state=attrs.get(visibility.TICKET_STATE) or "?",
+                stage=attrs.get(visibility.TICKET_STAGE),
+                priority=attrs.get(visibility.TICKET_PRIORITY),
+                repo=attrs.get(visibility.TICKET_REPO),
+                status=execution.status.name if execution.status else "UNKNOWN",
+                started=execution.start_time,
+            )
+        )
+    return found
+
+
+async def status(client: Client, ticket_id: str) -> TicketStatus:
+    await describe(client, ticket_id)  # a clear error for unknown tickets
+    try:
+        result = await handle_for(client, ticket_id).query(TicketWorkflow.status)
+    except RPCError as exc:
+        raise TicketOperationError(
+            f"ticket {ticket_id}: no worker answered the status query ({exc.message}); is `ticketflow worker` "
+            "running?"
+        ) from exc
+    return result
+
+
+async def _update(client: Client, ticket_id: str, update: object, request: object) -> Ack:
+    await describe(client, ticket_id)
+    try:
+        ack: Ack = await handle_for(client, ticket_id).execute_update(update, request)  # type: ignore[call-overload]
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+        raise TicketOperationError(message.removeprefix("ValueError: ")) from exc
+    except RPCError as exc:
+        raise TicketOperationError(f"ticket {ticket_id}: {exc.message}") from exc
+    return ack
+
+
+async def unblock(client: Client, ticket_id: str, guidance: str, by: str = "operator") -> Ack:
+    return await _update(client, ticket_id, TicketWorkflow.unblock, UnblockRequest(guidance=guidance, by=by))
+
+
+async def approve(client: Client, ticket_id: str, note: str = "", by: str = "operator") -> Ack:
+    return await _update(client, ticket_id, TicketWorkflow.approve, ApproveRequest(note=note, by=by))
+
+
+async def cancel(client: Client, ticket_id: str, reason: str, by: str = "operator") -> str:
+    summary = await describe(client, ticket_id)
+    if summary.status != WorkflowExecutionStatus.RUNNING.name:
+        raise TicketOperationError(f"ticket {ticket_id} is already {summary.state}; nothing to cancel")
+    await handle_for(client, ticket_id).signal(TicketWorkflow.cancel, CancelRequest(reason=reason, by=by))
+    return f"cancel requested for ticket {ticket_id}"
+
+
+async def retry(client: Client, settings: Settings, ticket_id: str, by: str = "operator") -> str:
+    """A BLOCKED ticket retries its stage; a FAILED ticket starts a new run at the stage it failed."""
+    summary = await describe(client, ticket_id)
+    if summary.status == WorkflowExecutionStatus.RUNNING.name:
+        ack = await _update(client, ticket_id, TicketWorkflow.retry, RetryRequest(by=by))
+        return ack.message
+    if summary.status != WorkflowExecutionStatus.FAILED.name:
+        raise TicketOperationError(f"ticket {ticket_id} is {summary.state}; only BLOCKED or FAILED tickets retry")
+    next_run = await _failed_run_input(client, ticket_id)
+    await _start(client, settings, next_run, WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY)
+    stage = next_run.carry.resume_stage.value if next_run.carry else "the start"
+    return f"ticket {ticket_id} restarted at {stage}"
+
+
+async def _failed_run_input(client: Client, ticket_id: str) -> TicketRun:
+    try:
+        await client.get_workflow_handle(workflow_id_for(ticket_id)).result()
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == "TicketFailed" and cause.details:
+            return TicketRun.model_validate(cause.details[0])
+        raise TicketOperationError(
+            f"ticket {ticket_id} failed outside ticketflow's control ({exc.cause}); submit it again"
+        ) from exc
+    raise TicketOperationError(f"ticket {ticket_id} did not fail")

@@ -1,0 +1,28 @@
+"""What the agent is told when its work did not pass: pure text builders, safe in workflow code."""
+
+from __future__ import annotations
+
+from workflows.contracts import CheckReport, ReviewReport
+
+MAX_FEEDBACK_CHARS = 6000
+
+
+def check_feedback(report: CheckReport) -> str:
+    head = f"The checks failed: `{report.command}`"
+    if report.timed_out:
+        head += " timed out"
+    elif report.exit_code is not None:
+        head += f" exited {report.exit_code}"
+    if report.failed_count is not None:
+        head += f" ({report.failed_count} failed, {report.passed_count or 0} passed)"
+    tail = report.output_tail[-MAX_FEEDBACK_CHARS:]
+    return f"{head}.\nFix the code so they pass. Output (tail):\n{tail}"
+
+
+def review_feedback(report: ReviewReport) -> str:
+    lines = ["The review blocked the change. Fix these findings:"]
+    for finding in report.findings:
+        if finding.severity in ("critical", "high"):
+            where = f"{finding.file}:{finding.line}" if finding.file and finding.line else finding.file or "-"
+            lines.append(f"- [{finding.severity}] {finding.rule} at {where}: {finding.message}")
+    return "\n".join(lines)[:MAX_FEEDBACK_CHARS]

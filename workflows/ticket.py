@@ -1,0 +1,495 @@
+"""TicketWorkflow: one ticket, from classification to an open pull request.
+
+classify -> prepare workspace -> [run agent -> run checks -> review]* -> (approval) -> open PR
+
+Failed checks and blocking review findings go back to the agent with the failure output, at most
+max_iterations times. Whatever cannot move on by itself (an agent that asks a question, a stage that
+exhausted its retries, a fix loop that ran out) waits durably for a human in BLOCKED; a human answers
+with the `unblock` or `retry` update. All I/O happens in activities; this module only orchestrates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState
+
+with workflow.unsafe.imports_passed_through():
+    from workflows import policy, visibility
+    from workflows.contracts import (
+        MAX_OUTPUT_LINES,
+        Ack,
+        AgentRequest,
+        AgentResult,
+        ApproveRequest,
+        CancelRequest,
+        Carry,
+        CheckReport,
+        ChecksRequest,
+        Classification,
+        ClassifyRequest,
+        PullRequestRef,
+        PullRequestRequest,
+        RetryRequest,
+        ReviewReport,
+        ReviewRequest,
+        Stage,
+        StatusEvent,
+        TicketResult,
+        TicketRun,
+        TicketState,
+        TicketStatus,
+        TokenUsage,
+        UnblockRequest,
+        Workspace,
+        WorkspaceRequest,
+        workflow_id_for,
+    )
+    from workflows.feedback import check_feedback, review_feedback
+
+ResultT = TypeVar("ResultT", bound=BaseModel)
+MAX_EVENTS = 50
+
+
+@dataclass
+class _HumanAnswer:
+    kind: str  # "unblock" or "retry"
+    guidance: str | None
+    by: str
+
+
+class _TicketFailed(Exception):
+    def __init__(self, reason: str, stage: Stage) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.stage = stage
+
+
+@workflow.defn(name=policy.WORKFLOW_TYPE)
+class TicketWorkflow:
+    @workflow.init
+    def __init__(self, run: TicketRun) -> None:
+        self._ticket = run.ticket
+        self._options = run.options
+        carry = run.carry
+        if carry is None:
+            self._status = TicketStatus(
+                ticket_id=run.ticket.id,
+                title=run.ticket.title,
+                max_iterations=run.ticket.max_iterations,
+                branch=run.ticket.branch,
+            )
+        else:
+            self._status = carry.status.model_copy(update={"runs": carry.status.runs + 1})
+        self._next_stage = carry.resume_stage if carry else Stage.CLASSIFY
+        self._workspace: Workspace | None = carry.workspace if carry else None
+        self._feedback = carry.feedback if carry else None
+        self._guidance = carry.guidance if carry else None
+        self._resume_session = carry.resume_session if carry else False
+        self._answer: _HumanAnswer | None = None
+        self._approval: ApproveRequest | None = None
+        self._cancel_request: CancelRequest | None = None
+        self._pipeline: asyncio.Task[TicketResult] | None = None
+        self._published: tuple[str | None, str | None] = (None, None)
+
+    # ------------------------------------------------------------------------------------------ run
+
+    @workflow.run
+    async def run(self, run: TicketRun) -> TicketResult:
+        if self._status.state is TicketState.FAILED:
+            self._status.failed_stage = None
+            self._note(f"retrying from {self._next_stage.value} (run {self._status.runs})")
+        self._status.started_at = self._status.started_at or workflow.now()
+        self._transition(TicketState.QUEUED if self._status.state.is_final else self._status.state)
+        self._pipeline = asyncio.create_task(self._drive())
+        try:
+            return await self._pipeline
+        except asyncio.CancelledError:
+            reason = self._cancel_request.reason if self._cancel_request else "workflow cancellation requested"
+            self._transition(TicketState.CANCELLED, note=reason)
+            if self._cancel_request is None:
+                raise  # a Temporal cancellation: let the run end as Canceled
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return self._result()
+        except _TicketFailed as failed:
+            self._status.failed_stage = failed.stage
+            self._transition(TicketState.FAILED, note=failed.reason)
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            # The next run's input rides in the failure, so `ticketflow retry` resumes at the failed stage.
+            next_run = TicketRun(ticket=self._ticket, options=self._options, carry=self._carry(failed.stage))
+            raise ApplicationError(failed.reason, next_run.model_dump(mode="json"), type="TicketFailed",
+                                   non_retryable=True) from None
+
+    async def _drive(self) -> TicketResult:
+        stages: dict[Stage, Callable[[], Awaitable[Stage | None]]] = {
+            Stage.CLASSIFY: self._classify,
+            Stage.PREPARE_WORKSPACE: self._prepare_workspace,
+            Stage.RUN_AGENT: self._run_agent,
+            Stage.RUN_CHECKS: self._run_checks,
+            Stage.REVIEW: self._review,
+            Stage.APPROVAL: self._approval_gate,
+            Stage.OPEN_PR: self._open_pr,
+        }
+        stage: Stage | None = self._next_stage
+        while stage is not None:
+            await self._continue_as_new_if_long(stage)
+            current = stage
+            try:
+                stage = await stages[current]()
+            except ActivityError as err:
+                stage = await self._after_stage_failure(current, err)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._result()
+
+    # --------------------------------------------------------------------------------------- stages
+
+    async def _classify(self) -> Stage:
+        self._transition(TicketState.CLASSIFYING, Stage.CLASSIFY)
+        result = await self._call(policy.CLASSIFY, ClassifyRequest(ticket=self._ticket), Classification)
+        self._status.classification = result
+        self._record_usage(result.model, result.tokens)
+        return Stage.PREPARE_WORKSPACE
+
+    async def _prepare_workspace(self) -> Stage:
+        self._transition(TicketState.WORKING, Stage.PREPARE_WORKSPACE)
+        self._workspace = await self._call(
+            policy.PREPARE_WORKSPACE, WorkspaceRequest(ticket=self._ticket), Workspace, on_host=False
+        )
+        self._status.branch = self._workspace.branch
+        return Stage.RUN_AGENT
+
+    async def _run_agent(self) -> Stage:
+        self._status.iteration = max(self._status.iteration, 1)
+        self._transition(TicketState.WORKING, Stage.RUN_AGENT)
+        request = AgentRequest(
+            ticket=self._ticket,
+            workspace=self._require_workspace(),
+            classification=self._status.classification or Classification(),
+            iteration=self._status.iteration,
+            feedback=self._feedback,
+            guidance=self._guidance,
+            session_id=self._status.session_id,
+            resume=self._resume_session,
+        )
+        timeout = None
+        if self._ticket.agent_timeout_minutes:
+            timeout = timedelta(minutes=self._ticket.agent_timeout_minutes)
+        result = await self._call(policy.RUN_AGENT, request, AgentResult, timeout=timeout)
+        self._absorb_agent_result(result)
+        if result.outcome == "done":
+            self._guidance, self._resume_session = None, False
+            return Stage.RUN_CHECKS
+        if result.outcome in ("usage_limit", "rate_limited"):
+            await self._wait_for_limit(result)
+        else:
+            answer = await self._wait_for_human(f"the agent needs help: {result.reason}", Stage.RUN_AGENT)
+            self._guidance = answer.guidance or self._guidance
+        self._resume_session = True
+        return Stage.RUN_AGENT
+
+    async def _run_checks(self) -> Stage:
+        self._transition(TicketState.TESTING, Stage.RUN_CHECKS)
+        limit = self._options.checks_timeout_seconds
+        report = await self._call(
+            policy.RUN_CHECKS,
+            ChecksRequest(workspace=self._require_workspace(), test_command=self._ticket.test_command,
+                          timeout_seconds=limit),
+            CheckReport,
+            timeout=timedelta(seconds=limit) + policy.CHECKS_MARGIN,
+        )
+        self._status.last_checks = report
+        if report.passed:
+            self._feedback = None
+            return Stage.REVIEW
+        self._feedback = check_feedback(report)
+        counts = f"{report.failed_count} failed" if report.failed_count is not None else f"exit {report.exit_code}"
+        return await self._another_iteration(f"the checks still fail ({report.command}: {counts})")
+
+    async def _review(self) -> Stage:
+        self._transition(TicketState.REVIEWING, Stage.REVIEW)
+        request = ReviewRequest(ticket=self._ticket, workspace=self._require_workspace(),
+                                classification=self._status.classification or Classification())
+        report = await self._call(policy.REVIEW, request, ReviewReport)
+        self._status.last_review = report
+        self._record_usage(report.model, report.tokens)
+        if report.blocking:
+            self._feedback = review_feedback(report)
+            first = report.blocking[0]
+            return await self._another_iteration(
+                f"the review found {len(report.blocking)} blocking finding(s), first: {first.message}"
+            )
+        if self._options.require_approval or self._ticket.require_approval:
+            return Stage.APPROVAL
+        return Stage.OPEN_PR
+
+    async def _approval_gate(self) -> Stage:
+        self._approval = None
+        self._transition(TicketState.AWAITING_APPROVAL, Stage.APPROVAL)
+        approved = await self._wait_with_reminders(
+            lambda: self._approval is not None, self._options.approval_timeout_seconds, "approval"
+        )
+        if not approved:
+            raise _TicketFailed(
+                f"not approved within {_human_duration(self._options.approval_timeout_seconds)}", Stage.APPROVAL
+            )
+        return Stage.OPEN_PR
+
+    async def _open_pr(self) -> None:
+        self._transition(TicketState.OPENING_PR, Stage.OPEN_PR)
+        request = PullRequestRequest(
+            ticket=self._ticket,
+            workspace=self._require_workspace(),
+            classification=self._status.classification or Classification(),
+            checks=self._status.last_checks,
+            review=self._status.last_review,
+            models_used=self._status.models_used,
+            tokens=self._status.tokens,
+            iterations=self._status.iteration,
+            workflow_id=workflow.info().workflow_id,
+        )
+        ref = await self._call(policy.OPEN_PR, request, PullRequestRef)
+        self._status.pr_url = ref.url
+        self._transition(TicketState.DONE, None, note=ref.url)
+        return None
+
+    # -------------------------------------------------------------------------- loops and waiting
+
+    async def _another_iteration(self, reason: str) -> Stage:
+        """Send the failure back to the agent, or to a human once the fix loop is used up."""
+        if self._status.iteration >= self._status.max_iterations:
+            answer = await self._wait_for_human(
+                f"fix loop ran out after {self._status.iteration} iteration(s): {reason}", Stage.RUN_AGENT
+            )
+            self._status.max_iterations += self._ticket.max_iterations
+            self._guidance = answer.guidance or self._guidance
+        self._status.iteration += 1
+        self._resume_session = True
+        return Stage.RUN_AGENT
+
+    async def _after_stage_failure(self, stage: Stage, err: ActivityError) -> Stage:
+        cause = err.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+        how = {
+            RetryState.MAXIMUM_ATTEMPTS_REACHED: "retries exhausted",
+            RetryState.NON_RETRYABLE_FAILURE: "not retryable",
+            RetryState.TIMEOUT: "timed out",
+        }.get(err.retry_state, "failed") if err.retry_state is not None else "failed"
+        self._status.failed_stage = stage
+        answer = await self._wait_for_human(f"{stage.value} failed ({how}): {message}", stage)
+        self._status.failed_stage = None
+        if stage is Stage.RUN_AGENT and answer.guidance:
+            self._guidance = answer.guidance
+        return stage
+
+    async def _wait_for_human(self, reason: str, stage: Stage) -> _HumanAnswer:
+        self._answer = None
+        self._status.blocked_reason = reason
+        self._status.blocked_since = workflow.now()
+        self._status.unblock_command = visibility.unblock_command(self._ticket.id)
+        self._transition(TicketState.BLOCKED, stage, note=reason)
+        workflow.logger.warning("ticket %s is blocked: %s", self._ticket.id, reason)
+        answered = await self._wait_with_reminders(
+            lambda: self._answer is not None, self._options.blocked_timeout_seconds, "a human to unblock"
+        )
+        if not answered or self._answer is None:
+            raise _TicketFailed(
+                f"blocked for {_human_duration(self._options.blocked_timeout_seconds)} with no answer: {reason}",
+                stage,
+            )
+        answer, self._answer = self._answer, None
+        self._status.blocked_reason = self._status.blocked_since = self._status.unblock_command = None
+        self._note(f"{answer.kind} by {answer.by}")
+        return answer
+
+    async def _wait_with_reminders(self, ready: Callable[[], bool], total_seconds: float, what: str) -> bool:
+        """Wait durably for `ready`; remind every interval; give up (return False) after total_seconds."""
+        deadline = workflow.now() + timedelta(seconds=total_seconds)
+        reminder = timedelta(seconds=self._options.reminder_interval_seconds)
+        while not ready():
+            remaining = deadline - workflow.now()
+            if remaining <= timedelta(0):
+                return False
+            try:
+                await workflow.wait_condition(ready, timeout=min(reminder, remaining),
+                                              timeout_summary=f"waiting for {what}")
+            except TimeoutError:
+                if not ready() and deadline > workflow.now():
+                    self._status.reminders += 1
+                    workflow.logger.warning("ticket %s is still waiting for %s", self._ticket.id, what)
+                    self._publish()
+        return True
+
+    async def _wait_for_limit(self, result: AgentResult) -> None:
+        now = workflow.now()
+        if result.reset_at is not None:
+            until = result.reset_at
+        else:
+            until = now + timedelta(seconds=result.retry_after_seconds or 3600)
+        self._status.waiting_until = until
+        self._transition(TicketState.WAITING_FOR_LIMIT, Stage.RUN_AGENT, note=result.reason)
+        # A little jitter so tickets waiting on one limit don't all wake in the same instant.
+        delay = max(until - now, timedelta(seconds=1)) + timedelta(seconds=workflow.random().uniform(0, 1))
+        await workflow.sleep(delay, summary=f"usage limit until {until.isoformat()}")
+        self._status.waiting_until = None
+
+    async def _continue_as_new_if_long(self, stage: Stage) -> None:
+        info = workflow.info()
+        if info.get_current_history_length() < self._options.history_event_limit and not (
+            info.is_continue_as_new_suggested()
+        ):
+            return
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._note(f"continued as new at {stage.value} after {info.get_current_history_length()} events")
+        workflow.continue_as_new(TicketRun(ticket=self._ticket, options=self._options, carry=self._carry(stage)))
+
+    def _carry(self, stage: Stage) -> Carry:
+        return Carry(status=self._status, resume_stage=stage, workspace=self._workspace, feedback=self._feedback,
+                     guidance=self._guidance, resume_session=self._resume_session)
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    async def _call(
+        self,
+        spec: policy.ActivityPolicy,
+        arg: BaseModel,
+        result_type: type[ResultT],
+        *,
+        on_host: bool = True,
+        timeout: timedelta | None = None,
+    ) -> ResultT:
+        """Run one activity; workspace-bound ones go to the worker that owns the worktree."""
+        count = self._status.attempts.get(spec.name, 0) + 1
+        self._status.attempts[spec.name] = count
+        started = workflow.now()
+        try:
+            result: ResultT = await workflow.execute_activity(
+                spec.name,
+                arg,
+                result_type=result_type,
+                task_queue=self._require_workspace().host_queue if on_host and self._workspace else None,
+                start_to_close_timeout=timeout or spec.start_to_close,
+                heartbeat_timeout=spec.heartbeat,
+                retry_policy=spec.retry,
+                activity_id=f"{spec.name}-{count}",
+                summary=f"{spec.name} #{count}",
+            )
+            return result
+        finally:
+            elapsed = (workflow.now() - started).total_seconds()
+            self._status.timings[spec.name] = round(self._status.timings.get(spec.name, 0.0) + elapsed, 3)
+
+    def _require_workspace(self) -> Workspace:
+        if self._workspace is None:
+            raise ApplicationError("no workspace prepared", type="InvalidState", non_retryable=True)
+        return self._workspace
+
+    def _absorb_agent_result(self, result: AgentResult) -> None:
+        self._status.session_id = result.session_id or self._status.session_id
+        self._status.last_output = result.output_tail[-MAX_OUTPUT_LINES:]
+        self._record_usage(result.model or (f"agent:{result.agent}" if result.agent else None), result.tokens)
+
+    def _record_usage(self, model: str | None, tokens: TokenUsage) -> None:
+        if model and model not in self._status.models_used:
+            self._status.models_used.append(model)
+        self._status.tokens = self._status.tokens.plus(tokens)
+
+    def _note(self, note: str) -> None:
+        self._status.events.append(StatusEvent(at=workflow.now(), state=self._status.state,
+                                               stage=self._status.stage, note=note))
+        del self._status.events[:-MAX_EVENTS]
+
+    _KEEP = object()
+
+    def _transition(self, state: TicketState, stage: Stage | None | object = _KEEP, note: str = "") -> None:
+        self._status.state = state
+        if stage is not TicketWorkflow._KEEP:
+            self._status.stage = stage if isinstance(stage, Stage) else None
+        self._status.updated_at = workflow.now()
+        self._note(note)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Keep search attributes and the Web UI's current details in step with the status."""
+        state = self._status.state.value
+        stage = self._status.stage.value if self._status.stage else None
+        if (state, stage) != self._published:
+            updates = [visibility.TICKET_STATE.value_set(state)]
+            updates.append(visibility.TICKET_STAGE.value_set(stage) if stage else
+                           visibility.TICKET_STAGE.value_unset())
+            workflow.upsert_search_attributes(updates)
+            self._published = (state, stage)
+        workflow.set_current_details(visibility.render_details(self._status))
+
+    def _result(self) -> TicketResult:
+        return TicketResult(state=self._status.state, pr_url=self._status.pr_url, status=self._status)
+
+    # ----------------------------------------------------------------------------- human interface
+
+    @workflow.query(description="The ticket's current status")
+    def status(self) -> TicketStatus:
+        return self._status
+
+    @workflow.update(description="Answer a BLOCKED ticket with guidance; the agent continues with it")
+    def unblock(self, request: UnblockRequest) -> Ack:
+        self._answer = _HumanAnswer("unblock", request.guidance, request.by)
+        return Ack(state=TicketState.BLOCKED, message=f"ticket {self._ticket.id} unblocked; it continues with "
+                   "your guidance")
+
+    @unblock.validator
+    def _validate_unblock(self, request: UnblockRequest) -> None:
+        self._require_blocked("unblock")
+
+    @workflow.update(description="Retry the stage a BLOCKED ticket stopped at")
+    def retry(self, request: RetryRequest) -> Ack:
+        self._answer = _HumanAnswer("retry", None, request.by)
+        stage = self._status.stage.value if self._status.stage else "its stage"
+        return Ack(state=TicketState.BLOCKED, message=f"ticket {self._ticket.id} retries {stage}")
+
+    @retry.validator
+    def _validate_retry(self, request: RetryRequest) -> None:
+        self._require_blocked("retry")
+
+    @workflow.update(description="Approve a ticket that waits for approval before its PR opens")
+    def approve(self, request: ApproveRequest) -> Ack:
+        self._approval = request
+        return Ack(state=TicketState.AWAITING_APPROVAL, message=f"ticket {self._ticket.id} approved")
+
+    @approve.validator
+    def _validate_approve(self, request: ApproveRequest) -> None:
+        if self._status.state is not TicketState.AWAITING_APPROVAL or self._approval is not None:
+            raise ValueError(f"ticket {self._ticket.id} is {self._status.state.value}, not AWAITING_APPROVAL")
+
+    @workflow.signal(description="Stop working on the ticket; it ends CANCELLED")
+    def cancel(self, request: CancelRequest) -> None:
+        if self._status.state.is_final or self._cancel_request is not None:
+            return
+        self._cancel_request = request
+        if self._pipeline is not None:
+            self._pipeline.cancel()
+
+    def _require_blocked(self, action: str) -> None:
+        if self._status.state is not TicketState.BLOCKED:
+            raise ValueError(
+                f"ticket {self._ticket.id} is {self._status.state.value}; {action} only applies to BLOCKED tickets"
+            )
+        if self._answer is not None:
+            raise ValueError(f"ticket {self._ticket.id} has already been answered and is moving on")
+
+
+def _human_duration(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:g}d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+
+__all__ = ["TicketWorkflow", "workflow_id_for"]
