@@ -1,0 +1,318 @@
+"""One contract for every git host: idempotent PRs, labels, and errors Temporal can act on.
+
+The local host runs against a real bare repository; GitHub against our own REST server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from activities.githosts import HOSTS, GitHost, GitHostError, PullRequestSpec, git_host_for
+from activities.githosts.base import TOKEN_ENV, error_for_status, rate_limit_wait
+from activities.githosts.github import GitHubHost, owner_repo_from_url
+from activities.githosts.local import PULLS_DIR, LocalHost
+from activities.repos import ResolvedRepo, git_env
+from activities.settings import Settings
+from tests.fakes.githost_server import FakeGitHub, serve_github
+from tests.fakes.repos import create_branch, make_remote
+
+TOKEN = "ghs_contractTestToken0123456789abcdef"
+
+
+@dataclass
+class HostCase:
+    host: GitHost
+    push_branch: Callable[[str], None]
+    count_prs: Callable[[], int]
+    labels_of: Callable[[int], list[str]]
+    fake: FakeGitHub | None = None
+
+
+def _local_case(tmp_path: Path) -> HostCase:
+    bare = make_remote(tmp_path)
+
+    def records() -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in (bare / PULLS_DIR).glob("*.json")]
+
+    def labels_of(number: int) -> list[str]:
+        return next(list(r["labels"]) for r in records() if r["number"] == number)
+
+    def push_branch(branch: str) -> None:
+        create_branch(bare, branch)
+
+    return HostCase(LocalHost(str(bare)), push_branch, lambda: len(records()), labels_of)
+
+
+@pytest.fixture(params=["local", "github"])
+def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HostCase]:
+    if request.param == "local":
+        yield _local_case(tmp_path)
+        return
+    with serve_github(TOKEN) as fake:
+        host = GitHubHost(
+            fake.url, "acme/widgets", SecretStr(TOKEN), repo_url="https://github.com/acme/widgets"
+        )
+
+        def labels_of(number: int) -> list[str]:
+            return [str(label["name"]) for label in fake.pulls[number - 1]["labels"]]
+
+        yield HostCase(host, lambda _b: None, lambda: len(fake.pulls), labels_of, fake)
+
+
+def spec(head: str = "ticketflow/T-1-fix", labels: tuple[str, ...] = ()) -> PullRequestSpec:
+    return PullRequestSpec(title="Fix it", body="Body", head=head, base="main", labels=labels)
+
+
+# ------------------------------------------------------------------------------------------- contract
+
+
+async def test_open_creates_then_find_returns_it(case: HostCase) -> None:
+    case.push_branch("ticketflow/T-1-fix")
+    assert await case.host.find_open_pr("ticketflow/T-1-fix", "main") is None
+
+    ref = await case.host.open_pr(spec())
+
+    assert (ref.created, ref.number, ref.branch, ref.host) == (True, 1, "ticketflow/T-1-fix", case.host.name)
+    found = await case.host.find_open_pr("ticketflow/T-1-fix", "main")
+    assert found is not None and (found.number, found.url, found.created) == (1, ref.url, False)
+
+
+async def test_second_open_returns_same_pr(case: HostCase) -> None:
+    case.push_branch("ticketflow/T-1-fix")
+    first = await case.host.open_pr(spec())
+    again = await case.host.open_pr(spec())
+
+    assert (again.number, again.url, again.created) == (first.number, first.url, False)
+    assert case.count_prs() == 1
+
+
+async def test_concurrent_opens_of_one_branch_make_one_pr(case: HostCase) -> None:
+    case.push_branch("ticketflow/T-1-fix")
+    refs = await asyncio.gather(*(case.host.open_pr(spec()) for _ in range(4)))
+
+    assert {r.number for r in refs} == {1}
+    assert sum(r.created for r in refs) == 1
+    assert case.count_prs() == 1
+
+
+async def test_concurrent_tickets_get_distinct_numbers(case: HostCase) -> None:
+    branches = [f"ticketflow/T-{i}-x" for i in range(6)]
+    for branch in branches:
+        case.push_branch(branch)
+    refs = await asyncio.gather(*(case.host.open_pr(spec(b)) for b in branches))
+
+    assert sorted(r.number for r in refs) == list(range(1, 7))
+    assert {r.branch for r in refs} == set(branches)
+
+
+async def test_labels_are_applied(case: HostCase) -> None:
+    case.push_branch("ticketflow/T-1-fix")
+    ref = await case.host.open_pr(spec(labels=("bug", "agent")))
+
+    assert sorted(case.labels_of(ref.number)) == ["agent", "bug"]
+
+
+# -------------------------------------------------------------------------------------- local only
+
+
+async def test_local_refuses_a_branch_the_remote_lacks(tmp_path: Path) -> None:
+    host = LocalHost(str(make_remote(tmp_path)))
+    with pytest.raises(GitHostError) as err:
+        await host.open_pr(spec("never-pushed"))
+    assert (err.value.kind, err.value.retryable) == ("rejected", False)
+
+
+async def test_local_records_head_commit_and_file_url(tmp_path: Path) -> None:
+    bare = make_remote(tmp_path)
+    tip = create_branch(bare, "feature")
+    ref = await LocalHost(f"file://{bare}").open_pr(spec("feature"))
+
+    record = json.loads((bare / PULLS_DIR / "1.json").read_text())
+    assert ref.url == f"file://{bare}#pull/1" and ref.head_commit == tip
+    assert record["head_commit"] == tip and record["state"] == "open" and record["base"] == "main"
+    assert LocalHost(str(bare)).push_env() == {}
+
+
+# ------------------------------------------------------------------------------------- github only
+
+
+@pytest.fixture
+def github() -> Iterator[tuple[FakeGitHub, GitHubHost]]:
+    with serve_github(TOKEN) as fake:
+        yield (
+            fake,
+            GitHubHost(fake.url, "acme/widgets", SecretStr(TOKEN), repo_url="https://github.com/acme/x"),
+        )
+
+
+async def test_github_422_already_exists_means_find(github: tuple[FakeGitHub, GitHubHost]) -> None:
+    fake, host = github
+    first = await host.open_pr(spec())
+    fake.inject("stale_list")  # the lookup misses, so the create call meets GitHub's 422
+
+    again = await host.open_pr(spec())
+
+    assert (again.number, again.created) == (first.number, False)
+    assert len(fake.pulls) == 1
+    assert [(r.method, r.path.split("?")[0]) for r in fake.requests[-3:]] == [
+        ("GET", "/repos/acme/widgets/pulls"),
+        ("POST", "/repos/acme/widgets/pulls"),
+        ("GET", "/repos/acme/widgets/pulls"),
+    ]
+
+
+async def test_github_sends_token_only_in_the_authorization_header(
+    github: tuple[FakeGitHub, GitHubHost],
+) -> None:
+    fake, host = github
+    await host.open_pr(spec(labels=("bug",)))
+
+    assert fake.requests and all(r.headers["authorization"] == f"Bearer {TOKEN}" for r in fake.requests)
+    assert all(r.headers["x-github-api-version"] == "2022-11-28" for r in fake.requests)
+    assert all(r.headers["accept"] == "application/vnd.github+json" for r in fake.requests)
+    assert not any(TOKEN in r.body or TOKEN in r.path for r in fake.requests)
+    assert (
+        fake.requests[0].path
+        == "/repos/acme/widgets/pulls?head=acme%3Aticketflow%2FT-1-fix&base=main&state=open"
+    )
+
+
+async def test_github_secondary_rate_limit_uses_retry_after(github: tuple[FakeGitHub, GitHubHost]) -> None:
+    fake, host = github
+    fake.inject("secondary_rate_limit")
+    with pytest.raises(GitHostError) as err:
+        await host.open_pr(spec())
+    assert (err.value.kind, err.value.retryable, err.value.retry_after) == ("rate_limit", True, 7.0)
+
+
+async def test_github_primary_rate_limit_waits_until_reset(github: tuple[FakeGitHub, GitHubHost]) -> None:
+    fake, host = github
+    fake.inject("primary_rate_limit")
+    with pytest.raises(GitHostError) as err:
+        await host.open_pr(spec())
+    assert err.value.kind == "rate_limit" and err.value.retryable
+    assert err.value.retry_after is not None and 35 <= err.value.retry_after <= 43
+
+
+async def test_github_server_error_is_retryable(github: tuple[FakeGitHub, GitHubHost]) -> None:
+    fake, host = github
+    fake.inject("server_error")
+    with pytest.raises(GitHostError) as err:
+        await host.open_pr(spec())
+    assert (err.value.kind, err.value.retryable, err.value.retry_after) == ("unavailable", True, None)
+    assert await host.open_pr(spec())  # the fault was one request only
+
+
+async def test_github_bad_token_is_not_retryable(github: tuple[FakeGitHub, GitHubHost]) -> None:
+    fake, _ = github
+    wrong = "ghs_wrongToken0123456789abcdefghij"
+    host = GitHubHost(fake.url, "acme/widgets", SecretStr(wrong))
+    with pytest.raises(GitHostError) as err:
+        await host.open_pr(spec())
+    assert (err.value.kind, err.value.retryable) == ("auth", False)
+    assert wrong not in str(err.value) and "Bad credentials" in str(err.value)
+
+
+async def test_github_unreachable_is_retryable() -> None:
+    host = GitHubHost("http://127.0.0.1:9", "acme/widgets", SecretStr(TOKEN))
+    with pytest.raises(GitHostError) as err:
+        await host.open_pr(spec())
+    assert (err.value.kind, err.value.retryable) == ("unavailable", True)
+
+
+# ------------------------------------------------------------------------------- push credentials
+
+
+def _credential_fill(env: dict[str, str], host: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "credential", "fill"],
+        input=f"protocol=https\nhost={host}\n\n",
+        env=git_env(env),
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+
+
+def test_github_push_env_answers_git_credential_fill_for_its_host_only() -> None:
+    host = GitHubHost(
+        "https://api.github.com",
+        "acme/widgets",
+        SecretStr(TOKEN),
+        repo_url="https://github.com/acme/widgets.git",
+    )
+    env = host.push_env()
+
+    assert env[TOKEN_ENV] == TOKEN
+    assert not any(TOKEN in v for k, v in env.items() if k != TOKEN_ENV)  # only ever in the env var
+    assert env["GIT_CONFIG_KEY_0"] == "credential.helper" and env["GIT_CONFIG_VALUE_0"] == ""
+    assert env["GIT_CONFIG_KEY_1"] == "credential.https://github.com.helper"
+
+    filled = _credential_fill(env, "github.com")
+    assert filled.returncode == 0, filled.stderr
+    assert "username=x-access-token" in filled.stdout.splitlines()
+    assert f"password={TOKEN}" in filled.stdout.splitlines()
+
+    elsewhere = _credential_fill(env, "evil.example.com")
+    assert TOKEN not in elsewhere.stdout and elsewhere.returncode != 0
+
+
+def test_github_push_env_is_empty_without_token_or_for_ssh() -> None:
+    assert (
+        GitHubHost("https://api.github.com", "a/b", None, repo_url="https://github.com/a/b").push_env() == {}
+    )
+    ssh = GitHubHost("https://api.github.com", "a/b", SecretStr(TOKEN), repo_url="git@github.com:a/b.git")
+    assert ssh.push_env() == {}
+
+
+# ---------------------------------------------------------------------------------- registry & rules
+
+
+def test_registry_builds_hosts_from_repo_config(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state", github_token=SecretStr(TOKEN))
+    assert set(HOSTS) >= {"local", "github"}
+    assert isinstance(git_host_for(ResolvedRepo(name="r", url=str(tmp_path)), settings), LocalHost)
+    gh = git_host_for(ResolvedRepo(name="g", url="https://ghe.example/acme/w.git", host="github"), settings)
+    assert isinstance(gh, GitHubHost) and gh.owner_repo == "acme/w"
+    with pytest.raises(GitHostError):
+        git_host_for(ResolvedRepo(name="x", url="u", host="gitea"), settings)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://github.com/acme/widgets.git", "acme/widgets"),
+        ("git@github.com:acme/widgets.git", "acme/widgets"),
+        ("https://github.com/acme/widgets/", "acme/widgets"),
+    ],
+)
+def test_owner_repo_from_url(url: str, expected: str) -> None:
+    assert owner_repo_from_url(url) == expected
+
+
+def test_rate_limit_rules() -> None:
+    assert rate_limit_wait(429, {"retry-after": "12"}, "") == 12.0
+    assert (
+        rate_limit_wait(403, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1100"}, "", now=1000) == 100
+    )
+    assert rate_limit_wait(403, {}, "You have exceeded a secondary rate limit") == 60.0
+    assert rate_limit_wait(429, {}, "") == 60.0
+    assert rate_limit_wait(403, {"x-ratelimit-remaining": "17"}, "Resource not accessible") is None
+    assert rate_limit_wait(500, {"retry-after": "3"}, "") is None
+
+
+def test_status_classification() -> None:
+    assert error_for_status(401, {}, "Bad credentials").kind == "auth"
+    assert error_for_status(403, {}, "Resource not accessible by integration").kind == "auth"
+    assert error_for_status(502, {}, "Bad Gateway").retryable
+    rejected = error_for_status(422, {}, "Validation Failed")
+    assert (rejected.kind, rejected.retryable) == ("rejected", False)

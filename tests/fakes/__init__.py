@@ -1,0 +1,1 @@
+"""Protocol-faithful stand-ins for external services, used by the tests."""
