@@ -1,0 +1,209 @@
+"""The prepare_workspace activity: a cached bare mirror per repository and a git worktree per ticket.
+
+Mirrors live under settings.mirrors_dir and are shared by every ticket of a repository; a ticket's
+worktree (and its branch, inside the mirror's ref store) survives retries and worker restarts, so the
+agent's WIP commits are never thrown away by a re-run of this activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import ClassVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import stack
+from activities.gitops import GitError, git
+from activities.heartbeat import with_heartbeats
+from activities.redact import redact
+from activities.repos import RepoError, ResolvedRepo, resolve_repo
+from activities.settings import Settings
+from workflows.contracts import Ticket, Workspace, WorkspaceRequest
+
+CLONE_TIMEOUT = 15 * 60
+FETCH_TIMEOUT = 10 * 60
+# Plain fetch refspec, not --mirror: a mirror fetch would delete the ticket branches kept in refs/heads.
+FETCH_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
+# Shared by every worktree of the mirror: check runs must not leave caches for commit_all to pick up.
+EXCLUDES = "__pycache__/\n*.pyc\n.pytest_cache/\n"
+IDENTITY = {"user.name": "ticketflow", "user.email": "ticketflow@localhost"}
+
+
+def repo_not_found(message: str) -> ApplicationError:
+    return ApplicationError(message, type="RepoNotFound", non_retryable=True)
+
+
+def choose_base(ticket: Ticket, repo: ResolvedRepo) -> str:
+    """The ticket's base branch, unless it is the default and the repo config names another."""
+    if ticket.base_branch == "main" and repo.base_branch:
+        return repo.base_branch
+    return ticket.base_branch
+
+
+def _lock_file(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+@contextlib.asynccontextmanager
+async def file_lock(path: Path) -> AsyncIterator[None]:
+    """An exclusive flock on path, so worker processes sharing a state dir take turns."""
+    waiter = asyncio.ensure_future(asyncio.to_thread(_lock_file, path))
+    try:
+        fd = await asyncio.shield(waiter)
+    except BaseException:
+        # The thread cannot be interrupted; release the lock as soon as it is granted.
+        waiter.add_done_callback(lambda f: None if f.cancelled() or f.exception() else os.close(f.result()))
+        raise
+    try:
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+async def _clone_mirror(url: str, mirror: Path, secrets: list[str]) -> None:
+    """Clone into a temporary name and rename, so an interrupted clone never looks like a mirror."""
+    tmp = mirror.with_name(mirror.name + ".partial")
+    await asyncio.to_thread(shutil.rmtree, tmp, True)
+    try:
+        await git(mirror.parent, "clone", "--bare", "--quiet", "--", url, str(tmp), timeout=CLONE_TIMEOUT)
+    except GitError as exc:
+        raise repo_not_found(redact(f"cannot clone {url}: {exc.stderr.strip()}", secrets)) from exc
+    await git(tmp, "config", "remote.origin.fetch", FETCH_REFSPEC)
+    for key, value in IDENTITY.items():
+        await git(tmp, "config", key, value)  # the mirror is ours alone: its identity is ticketflow's
+    await asyncio.to_thread((tmp / "info" / "exclude").write_text, EXCLUDES)
+    await asyncio.to_thread(shutil.rmtree, mirror, True)  # a directory without HEAD is no mirror
+    await asyncio.to_thread(tmp.rename, mirror)
+
+
+async def sync_mirror(url: str, mirror: Path, secrets: list[str]) -> None:
+    await asyncio.to_thread(mirror.parent.mkdir, parents=True, exist_ok=True)
+    if not await asyncio.to_thread((mirror / "HEAD").is_file):
+        await _clone_mirror(url, mirror, secrets)
+    await git(mirror, "fetch", "--prune", "--quiet", "origin", timeout=FETCH_TIMEOUT)
+
+
+async def base_tip(mirror: Path, base: str, repo_name: str) -> str:
+    ref = f"refs/remotes/origin/{base}^{{commit}}"
+    try:
+        return (await git(mirror, "rev-parse", "--verify", "--quiet", ref)).strip()
+    except GitError as exc:
+        raise repo_not_found(f"repository {repo_name!r} has no branch {base!r}") from exc
+
+
+def _same_worktree(path: Path, mirror: Path, top: str, common: str) -> bool:
+    return Path(top).resolve() == path.resolve() and (path / common).resolve() == mirror.resolve()
+
+
+async def _is_worktree_on(path: Path, branch: str, mirror: Path) -> bool:
+    """True when path is a working worktree of this mirror with branch checked out."""
+    if not await asyncio.to_thread(path.is_dir):
+        return False
+    try:
+        out = await git(path, "rev-parse", "--show-toplevel", "--git-common-dir", "--symbolic-full-name", "@")
+    except GitError:
+        return False
+    lines = out.splitlines()
+    if len(lines) != 3 or lines[2] != f"refs/heads/{branch}":
+        return False
+    return await asyncio.to_thread(_same_worktree, path, mirror, lines[0], lines[1])
+
+
+async def _branch_exists(mirror: Path, branch: str) -> bool:
+    try:
+        await git(mirror, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}")
+    except GitError:
+        return False
+    return True
+
+
+async def _merge_base(path: Path, base: str) -> str:
+    return (await git(path, "merge-base", "HEAD", f"refs/remotes/origin/{base}")).strip()
+
+
+async def ensure_worktree(mirror: Path, path: Path, branch: str, base: str, base_sha: str) -> str:
+    """Create (or reuse) the ticket's worktree; returns the commit its branch started from."""
+    if await _is_worktree_on(path, branch, mirror):
+        return await _merge_base(path, base)  # a retry: keep the agent's work untouched
+    if await asyncio.to_thread(path.exists):
+        await asyncio.to_thread(shutil.rmtree, path)  # broken leftovers; commits live in the mirror
+    await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+    await git(mirror, "worktree", "prune")  # forget worktrees whose directories are gone
+    if await _branch_exists(mirror, branch):
+        await git(mirror, "worktree", "add", "--quiet", str(path), branch)
+        return await _merge_base(path, base)
+    # Start from the resolved commit, not origin/<base>, so the branch does not track the base.
+    await git(mirror, "worktree", "add", "--quiet", "-b", branch, str(path), base_sha)
+    return base_sha
+
+
+async def context_summary(path: Path, info: stack.StackInfo, test_command: str | None) -> str:
+    files = (await git(path, "ls-files", "-z")).split("\0")
+    commits = (await git(path, "log", "--oneline", "--no-decorate", "--no-color", "-10")).splitlines()
+    readme = await asyncio.to_thread(stack.readme_head, path)
+    return stack.render_context(info, test_command, readme, [f for f in files if f], commits)
+
+
+class WorkspaceActivities:
+    # One lock per mirror path, shared by all instances in this process (the file lock covers others).
+    _mirror_locks: ClassVar[dict[str, asyncio.Lock]] = {}
+
+    def __init__(self, settings: Settings, heartbeat_every: float = 5.0) -> None:
+        self._settings = settings
+        self._heartbeat_every = heartbeat_every
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, mirror: Path) -> AsyncIterator[None]:
+        lock = self._mirror_locks.setdefault(str(mirror), asyncio.Lock())
+        async with lock, file_lock(mirror.with_name(mirror.name + ".lock")):
+            yield
+
+    def _resolve(self, name: str) -> ResolvedRepo:
+        try:
+            return resolve_repo(name, self._settings)
+        except RepoError as exc:
+            raise repo_not_found(str(exc)) from exc
+
+    async def _checkout(self, repo: ResolvedRepo, mirror: Path, base: str, path: Path, branch: str) -> str:
+        """Fetch the mirror and create or reuse the worktree; returns the base commit."""
+        async with self._locked(mirror):
+            await sync_mirror(repo.url, mirror, self._settings.secret_values())
+            base_sha = await base_tip(mirror, base, repo.name)
+            return await ensure_worktree(mirror, path, branch, base, base_sha)
+
+    @activity.defn(name="prepare_workspace")
+    async def prepare_workspace(self, req: WorkspaceRequest) -> Workspace:
+        ticket, secrets = req.ticket, self._settings.secret_values()
+        repo = self._resolve(ticket.repo)
+        base = choose_base(ticket, repo)
+        mirror = self._settings.mirrors_dir / repo.key
+        path = self._settings.worktrees_dir / ticket.id
+        # Heartbeat while queueing for the lock too: another ticket may be cloning a large repository.
+        checkout = self._checkout(repo, mirror, base, path, ticket.branch)
+        base_commit = await with_heartbeats(checkout, self._heartbeat_every, "preparing worktree")
+        activity.heartbeat("worktree ready")
+        info = await asyncio.to_thread(stack.detect, path)
+        test_command = ticket.test_command or repo.test_command or info.test_command
+        summary = await context_summary(path, info, test_command)
+        return Workspace(
+            path=str(path),
+            branch=ticket.branch,
+            base_branch=base,
+            base_commit=base_commit,
+            repo_url=repo.url,
+            host_queue=self._settings.host_queue,
+            git_host=repo.host,
+            test_command=test_command,
+            stack=info.stack,
+            context_summary=redact(summary, secrets),
+        )
