@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +54,7 @@ async def run_process(
     timeout: float,
     stall_timeout: float | None = None,
     on_line: LineSink | None = None,
+    on_spawn: Callable[[int], None] | None = None,
     tail_lines: int = 200,
 ) -> ProcessResult:
     """Run argv to completion (or timeout/stall); stdout and stderr are merged, line by line."""
@@ -67,6 +68,8 @@ async def run_process(
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
     )
+    if on_spawn is not None:
+        on_spawn(proc.pid)
     tail: deque[str] = deque(maxlen=tail_lines)
     result = ProcessResult(exit_code=None)
     assert proc.stdout is not None
@@ -74,7 +77,8 @@ async def run_process(
 
     async def pump() -> None:
         while True:
-            raw = await asyncio.wait_for(stream.readline(), stall_timeout) if stall_timeout else await stream.readline()
+            read = stream.readline()
+            raw = await (asyncio.wait_for(read, stall_timeout) if stall_timeout else read)
             if not raw:
                 return
             line = raw.decode(errors="replace").rstrip("\n")
@@ -98,3 +102,18 @@ async def run_process(
         result.duration_seconds = time.monotonic() - started
         result.tail = list(tail)
     return result
+
+
+@contextlib.contextmanager
+def paused(pid: int | None) -> Iterator[None]:
+    """Freeze a process group (SIGSTOP) while we act on its files, e.g. to commit a checkpoint."""
+    if pid is None:
+        yield
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGCONT)

@@ -241,7 +241,9 @@ async def retry(client: Client, settings: Settings, ticket_id: str, by: str = "o
         return ack.message
     if summary.status != WorkflowExecutionStatus.FAILED.name:
         raise TicketOperationError(f"ticket {ticket_id} is {summary.state}; only BLOCKED or FAILED tickets retry")
-    next_run = await _failed_run_input(client, ticket_id)
+    failed_run = await _failed_run_input(client, ticket_id)
+    # The new run follows today's configuration (the operator may have just fixed it), not the old one.
+    next_run = failed_run.model_copy(update={"options": run_options(settings, failed_run.ticket).options})
     await _start(client, settings, next_run, WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY)
     stage = next_run.carry.resume_stage.value if next_run.carry else "the start"
     return f"ticket {ticket_id} restarted at {stage}"

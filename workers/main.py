@@ -27,6 +27,7 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
         "activities": activities,
         "max_concurrent_activities": settings.max_concurrent_activities,
         "graceful_shutdown_timeout": policy.GRACEFUL_SHUTDOWN,
+        "max_heartbeat_throttle_interval": policy.HEARTBEAT_THROTTLE,
     }
     shared = Worker(
         client,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType
 
 TASK_QUEUE = "ticketflow"
 WORKFLOW_TYPE = "TicketWorkflow"
@@ -31,9 +32,8 @@ class ActivityPolicy:
     start_to_close: timedelta
     heartbeat: timedelta | None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-
-    def with_timeout(self, start_to_close: timedelta) -> ActivityPolicy:
-        return ActivityPolicy(self.name, start_to_close, self.heartbeat, self.retry)
+    # Wait for a cancelled activity to really stop (its agent process killed) before the ticket says so.
+    cancellation: ActivityCancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 
 
 def _retry(attempts: int, initial: float = 2, maximum: float = 60) -> RetryPolicy:
@@ -65,4 +65,6 @@ HISTORY_EVENT_LIMIT = 10_000
 
 # Worker side.
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+# Heartbeats (checkpoints, cancellation) reach the server at least this often, whatever the timeout.
+HEARTBEAT_THROTTLE = timedelta(seconds=2)
 STALL_KILL_GRACE = timedelta(seconds=10)

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, RetryState
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 
 with workflow.unsafe.imports_passed_through():
     from workflows import policy, visibility
@@ -143,6 +143,9 @@ class TicketWorkflow:
             try:
                 stage = await stages[current]()
             except ActivityError as err:
+                if isinstance(err.cause, CancelledError):
+                    # The activity ended because the ticket is being cancelled, not because it failed.
+                    raise asyncio.CancelledError() from err
                 stage = await self._after_stage_failure(current, err)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._result()
@@ -376,6 +379,7 @@ class TicketWorkflow:
                 start_to_close_timeout=timeout or spec.start_to_close,
                 heartbeat_timeout=spec.heartbeat,
                 retry_policy=spec.retry,
+                cancellation_type=spec.cancellation,
                 activity_id=f"{spec.name}-{count}",
                 summary=f"{spec.name} #{count}",
             )

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from activities.agents.base import AgentRun
-from activities.proc import ProcessResult, run_process
+from activities.proc import ProcessResult, paused, run_process
 from activities.settings import AgentConfig
 from workflows.contracts import AgentResult, TokenUsage
 
@@ -132,9 +132,13 @@ async def _run_with_step_commits(
         if len(steps) > before:
             pending.put_nowait(steps[-1])
 
+    spawned: list[int] = []
+
     async def committer() -> None:
+        # The agent is frozen while its step is committed, so the checkpoint holds exactly that step.
         while (step := await pending.get()) is not None:
-            await run.on_step(step)
+            with paused(spawned[0] if spawned else None):
+                await run.on_step(step)
 
     commit_task = asyncio.create_task(committer())
     try:
@@ -145,6 +149,7 @@ async def _run_with_step_commits(
             timeout=run.timeout_seconds,
             stall_timeout=run.stall_seconds,
             on_line=line_sink,
+            on_spawn=spawned.append,
         )
     finally:
         pending.put_nowait(None)

@@ -1,0 +1,202 @@
+"""TicketWorkflow end to end on the real dev server: real git, real agent processes, real test runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+
+from activities.settings import Settings
+from clients import tickets
+from tests.conftest import script_agent
+from tests.helpers import example_ticket, in_state, local_prs, result_of, submit, wait_for_status
+from workflows.contracts import Stage, TicketState
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_happy_path_opens_one_pr(client: Client, worker: Settings, example_remote: Path) -> None:
+    ticket = example_ticket("demo-1-multiply.md")
+    await submit(client, worker, ticket)
+    result = await result_of(client, ticket.id)
+
+    assert result.state is TicketState.DONE
+    status = result.status
+    assert status.iteration == 1
+    assert status.classification is not None and status.classification.kind == "feature"
+    assert status.last_checks is not None and status.last_checks.passed
+    assert status.last_checks.passed_count == 4
+    assert status.last_review is not None and not status.last_review.blocking
+    prs = local_prs(example_remote)
+    assert [pr["head"] for pr in prs] == [ticket.branch]
+    assert result.pr_url and result.pr_url.endswith("#pull/1")
+    assert set(status.timings) >= {"classify", "prepare_workspace", "run_agent", "run_checks", "review", "open_pr"}
+    assert [e.state for e in status.events][-1] is TicketState.DONE
+
+
+async def test_failed_checks_go_back_to_the_agent(client: Client, worker: Settings) -> None:
+    ticket = example_ticket("demo-3-power.md")
+    await submit(client, worker, ticket)
+    result = await result_of(client, ticket.id)
+
+    assert result.state is TicketState.DONE
+    assert result.status.iteration == 2
+    assert result.status.attempts["run_agent"] == 2
+    assert result.status.attempts["run_checks"] == 2
+
+
+async def test_fix_loop_that_runs_out_blocks_then_unblock_finishes(client: Client, worker: Settings) -> None:
+    ticket = example_ticket("demo-3-power.md", id="power-once", max_iterations=1)
+    await submit(client, worker, ticket)
+    blocked = await wait_for_status(client, ticket.id, in_state(TicketState.BLOCKED))
+    assert blocked.blocked_reason and "fix loop ran out after 1 iteration" in blocked.blocked_reason
+
+    await tickets.unblock(client, ticket.id, "the loop must run `exponent` times")
+    result = await result_of(client, ticket.id)
+    assert result.state is TicketState.DONE
+    assert result.status.iteration == 2
+
+
+async def test_blocked_agent_waits_for_guidance(client: Client, worker: Settings) -> None:
+    ticket = example_ticket("demo-5-rounding.md")
+    await submit(client, worker, ticket)
+    blocked = await wait_for_status(client, ticket.id, in_state(TicketState.BLOCKED))
+    assert blocked.blocked_reason and "banker's rounding" in blocked.blocked_reason
+    assert blocked.unblock_command and f"ticketflow unblock {ticket.id}" in blocked.unblock_command
+
+    metadata = await tickets.handle_for(client, ticket.id).query("__temporal_workflow_metadata")
+    details = metadata.current_details
+    assert "banker's rounding" in details and "ticketflow unblock demo-5" in details
+
+    with pytest.raises(tickets.TicketOperationError, match="no ticket 'missing'"):
+        await tickets.unblock(client, "missing", "x")
+    with pytest.raises(tickets.TicketOperationError, match="not AWAITING_APPROVAL"):
+        await tickets.approve(client, ticket.id)
+    await tickets.unblock(client, ticket.id, "round half away from zero")
+    result = await result_of(client, ticket.id)
+    assert result.state is TicketState.DONE
+    with pytest.raises(tickets.TicketOperationError):
+        await tickets.unblock(client, ticket.id, "again")
+
+
+async def test_cancel_stops_the_agent(client: Client, worker: Settings, tmp_path: Path) -> None:
+    marker = tmp_path / "agent-alive"
+    worker.agents["slow"] = script_agent(
+        tmp_path,
+        "slow",
+        "import os, pathlib, time\n"
+        f"p = pathlib.Path({str(marker)!r}); p.write_text(str(os.getpid()))\n"
+        "for i in range(600):\n    print('thinking', i, flush=True); time.sleep(0.1)\n",
+    )
+    ticket = example_ticket("demo-1-multiply.md", id="cancel-me", agent="slow")
+    await submit(client, worker, ticket)
+    await wait_for_status(client, ticket.id, lambda s: s.stage is Stage.RUN_AGENT and marker.exists())
+
+    await tickets.cancel(client, ticket.id, "changed my mind")
+    result = await result_of(client, ticket.id)
+    assert result.state is TicketState.CANCELLED
+    assert result.status.events[-1].note == "changed my mind"
+    pid = int(marker.read_text())
+    assert not _alive(pid), "the agent process must be ended with the ticket"
+
+
+async def test_duplicate_submit_starts_nothing(client: Client, worker: Settings) -> None:
+    ticket = example_ticket("demo-4-readme.md")
+    first = await tickets.submit(client, worker, ticket)
+    second = await tickets.submit(client, worker, ticket)
+    assert first.started and not second.started
+    assert second.workflow_id == first.workflow_id and second.existing_state is not None
+    await result_of(client, ticket.id)
+    third = await tickets.submit(client, worker, ticket)
+    assert not third.started and third.existing_state == "DONE"
+
+
+async def test_transient_agent_failure_is_retried(client: Client, worker: Settings, tmp_path: Path) -> None:
+    flag = tmp_path / "failed-once"
+    demo = worker.agents["demo"].command
+    worker.agents["flaky"] = script_agent(
+        tmp_path,
+        "flaky",
+        "import pathlib, subprocess, sys\n"
+        f"flag = pathlib.Path({str(flag)!r})\n"
+        "if not flag.exists():\n    flag.write_text('x'); print('network hiccup'); sys.exit(3)\n"
+        f"sys.exit(subprocess.call({demo!r}))\n",
+    )
+    ticket = example_ticket("demo-1-multiply.md", id="flaky-1", agent="flaky")
+    await submit(client, worker, ticket)
+    result = await result_of(client, ticket.id)
+    assert result.state is TicketState.DONE
+
+    history = await tickets.handle_for(client, ticket.id).fetch_history()
+    starts = [e.activity_task_started_event_attributes.attempt for e in history.events
+              if e.HasField("activity_task_started_event_attributes")]
+    assert 2 in starts, "run_agent must have been retried by Temporal"
+
+
+async def test_non_retryable_stage_failure_blocks_and_retry_resumes(
+    client: Client, worker: Settings
+) -> None:
+    ticket = example_ticket("demo-4-readme.md", id="needs-config", agent="not-yet")
+    await submit(client, worker, ticket)
+    blocked = await wait_for_status(client, ticket.id, in_state(TicketState.BLOCKED))
+    assert blocked.failed_stage is Stage.RUN_AGENT
+    assert blocked.blocked_reason and "not retryable" in blocked.blocked_reason
+    assert "'not-yet' is not configured" in blocked.blocked_reason
+
+    worker.agents["not-yet"] = worker.agents["demo"]  # the operator fixes the configuration
+    assert "retries" in await tickets.retry(client, worker, ticket.id)
+    result = await result_of(client, ticket.id)
+    assert result.state is TicketState.DONE
+
+
+async def test_blocked_too_long_fails_visibly_and_retry_restarts(client: Client, worker: Settings) -> None:
+    worker.blocked_timeout_seconds = 2
+    worker.reminder_interval_seconds = 0.5
+    ticket = example_ticket("demo-5-rounding.md", id="ignored")
+    await submit(client, worker, ticket)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await result_of(client, ticket.id)
+    assert "with no answer" in str(failure.value.cause)
+    summary = await tickets.describe(client, ticket.id)
+    assert summary.state == "FAILED" and summary.status == "FAILED"
+
+    worker.blocked_timeout_seconds = 3600
+    assert "restarted at run_agent" in await tickets.retry(client, worker, ticket.id)
+    blocked = await wait_for_status(client, ticket.id, lambda s: s.state is TicketState.BLOCKED and s.runs == 2)
+    assert blocked.reminders >= 1
+    await tickets.unblock(client, ticket.id, "round half away from zero")
+    result = await result_of(client, ticket.id)
+    assert result.state is TicketState.DONE
+
+
+async def test_approval_gate(client: Client, worker: Settings, example_remote: Path) -> None:
+    ticket = example_ticket("demo-4-readme.md", id="needs-ok", require_approval=True)
+    await submit(client, worker, ticket)
+    waiting = await wait_for_status(client, ticket.id, in_state(TicketState.AWAITING_APPROVAL))
+    assert waiting.pr_url is None and local_prs(example_remote) == []
+    with pytest.raises(tickets.TicketOperationError, match="only applies to BLOCKED"):
+        await tickets.unblock(client, ticket.id, "nothing to unblock")
+    await tickets.approve(client, ticket.id, "looks fine")
+    result = await result_of(client, ticket.id)
+    assert result.state is TicketState.DONE and len(local_prs(example_remote)) == 1
+
+
+async def test_long_history_continues_as_new(client: Client, worker: Settings) -> None:
+    worker.history_event_limit = 50
+    ticket = example_ticket("demo-3-power.md", id="long-history")
+    await submit(client, worker, ticket)
+    result = await result_of(client, ticket.id)
+    assert result.state is TicketState.DONE
+    assert result.status.runs >= 2
+    assert any("continued as new" in e.note for e in result.status.events)
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
