@@ -44,8 +44,13 @@ class AgentActivities:
         checkpoint = load_checkpoint(req)
         if checkpoint.finished and checkpoint.last_commit == await head(worktree):
             # The previous attempt finished the agent but died before reporting; don't run it twice.
-            return AgentResult(outcome="done", reason="recovered from checkpoint", steps=checkpoint.step,
-                               session_id=checkpoint.session_id, last_commit=checkpoint.last_commit)
+            return AgentResult(
+                outcome="done",
+                reason="recovered from checkpoint",
+                steps=checkpoint.step,
+                session_id=checkpoint.session_id,
+                last_commit=checkpoint.last_commit,
+            )
         result = await self._run(req, worktree, checkpoint)
         return self._settle(result)
 
@@ -55,8 +60,9 @@ class AgentActivities:
             agent = build_agent(name, self.settings)
         except AgentNotConfigured as exc:
             raise ApplicationError(str(exc), type="AgentNotConfigured", non_retryable=True) from exc
-        attempt = activity.info().attempt
-        log_path = self.settings.logs_dir / req.ticket.id / f"run_agent-iter{req.iteration}-attempt{attempt}.log"
+        info = activity.info()
+        # One file per stage attempt: <activity id>-attempt<n>.log, e.g. run_agent-2-attempt1.log.
+        log_path = self.settings.logs_dir / req.ticket.id / f"{info.activity_id}-attempt{info.attempt}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         secrets = self.settings.secret_values()
 
@@ -69,8 +75,9 @@ class AgentActivities:
 
             async def on_step(description: str) -> None:
                 checkpoint.step += 1
-                commit = await commit_all(worktree, f"wip(ticketflow {req.ticket.id}): step {checkpoint.step}: "
-                                          f"{description[:120]}")
+                commit = await commit_all(
+                    worktree, f"wip(ticketflow {req.ticket.id}): step {checkpoint.step}: {description[:120]}"
+                )
                 checkpoint.last_commit = commit or checkpoint.last_commit
                 activity.heartbeat(checkpoint.model_dump(mode="json"))
 
@@ -86,7 +93,9 @@ class AgentActivities:
             )
             async with _heartbeating(checkpoint):
                 result = await agent.run(run)
-        final = await commit_all(worktree, f"wip(ticketflow {req.ticket.id}): iteration {req.iteration} result")
+        final = await commit_all(
+            worktree, f"wip(ticketflow {req.ticket.id}): iteration {req.iteration} result"
+        )
         checkpoint.last_commit = final or checkpoint.last_commit or await head(worktree)
         checkpoint.finished = result.outcome == "done"
         activity.heartbeat(checkpoint.model_dump(mode="json"))

@@ -21,7 +21,8 @@ class GitError(Exception):
 async def git(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
     """Run `git <args>` in cwd and return stdout; raise GitError with git's own message on failure."""
     proc = await asyncio.create_subprocess_exec(
-        "git", *args,
+        "git",
+        *args,
         cwd=str(cwd),
         env=git_env(env),
         stdin=asyncio.subprocess.DEVNULL,

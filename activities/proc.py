@@ -88,7 +88,9 @@ async def run_process(
 
     try:
         await asyncio.wait_for(pump(), timeout)
-        result.exit_code = await asyncio.wait_for(proc.wait(), max(1.0, timeout - (time.monotonic() - started)))
+        result.exit_code = await asyncio.wait_for(
+            proc.wait(), max(1.0, timeout - (time.monotonic() - started))
+        )
     except TimeoutError:
         elapsed = time.monotonic() - started
         result.timed_out = elapsed >= timeout - 0.5

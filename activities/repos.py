@@ -71,7 +71,12 @@ def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 async def check_reachable(repo: ResolvedRepo, base_branch: str, timeout: float) -> None:
     """`git ls-remote` the repository and make sure the base branch exists there."""
     proc = await asyncio.create_subprocess_exec(
-        "git", "ls-remote", "--heads", "--", repo.url, base_branch,
+        "git",
+        "ls-remote",
+        "--heads",
+        "--",
+        repo.url,
+        base_branch,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

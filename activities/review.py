@@ -19,8 +19,17 @@ from workflows.contracts import Finding, ReviewReport, ReviewRequest
 
 # Explicit options so a user's git config (noprefix, external diff tools, textconv) cannot change
 # what the parsers see; quotePath=false keeps non-ASCII paths readable in the patch headers.
-_DIFF = ("-c", "core.quotePath=false", "diff", "--no-color", "--no-ext-diff", "--no-textconv", "-M",
-         "--src-prefix=a/", "--dst-prefix=b/")
+_DIFF = (
+    "-c",
+    "core.quotePath=false",
+    "diff",
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "-M",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+)
 
 
 async def _diff(path: Path, base: str, *options: str) -> str:

@@ -33,8 +33,12 @@ _TEST_PATH = re.compile(
 _LINE_RULES: list[tuple[str, Severity, re.Pattern[str], str]] = [
     ("conflict-marker", "critical", re.compile(r"^(<{7}|>{7})(\s|$)"), "merge conflict marker added"),
     ("todo", "low", re.compile(r"\b(TODO|FIXME|XXX)\b"), "TODO/FIXME/XXX added"),
-    ("debug-leftover", "low", re.compile(r"\bbreakpoint\(\)|\bpdb\.set_trace\(|\bconsole\.log\("),
-     "debugging leftover added"),
+    (
+        "debug-leftover",
+        "low",
+        re.compile(r"\bbreakpoint\(\)|\bpdb\.set_trace\(|\bconsole\.log\("),
+        "debugging leftover added",
+    ),
 ]
 # detect-secrets keeps its plugin settings in module globals: one scan at a time per process.
 _SECRETS_LOCK = threading.Lock()

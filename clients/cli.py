@@ -81,7 +81,9 @@ def _tickets_from_args(args: argparse.Namespace) -> list[Ticket]:
         return [load_ticket_file(Path(f), {"repo": args.repo} if args.repo else None) for f in args.files]
     missing = [name for name in ("title", "body", "repo") if not getattr(args, name)]
     if missing:
-        raise TicketError(f"give a ticket FILE, or all of --title, --body and --repo (missing: {', '.join(missing)})")
+        raise TicketError(
+            f"give a ticket FILE, or all of --title, --body and --repo (missing: {', '.join(missing)})"
+        )
     fields = {"title": args.title, "body": args.body, "repo": args.repo}
     if args.id:
         fields["id"] = args.id
@@ -219,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ticketflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, handler: Handler, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
+    def command(
+        name: str, handler: Handler, help_text: str, json_flag: bool = True
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(handler=handler)
         if json_flag:

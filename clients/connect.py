@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.settings import Settings
+from workflows.visibility import SEARCH_ATTRIBUTES
 
 
 class TemporalUnavailable(Exception):
@@ -23,3 +25,20 @@ async def connect(settings: Settings) -> Client:
         raise TemporalUnavailable(
             f"cannot reach Temporal at {settings.temporal_address} ({exc}); start it with `ticketflow dev`"
         ) from exc
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Register ticketflow's search attributes if the server lacks them (an upsert of an unknown one
+    would stall every ticket's workflow task)."""
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    missing = {
+        key.name: int(key.indexed_value_type)
+        for key in SEARCH_ATTRIBUTES
+        if key.name not in existing.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)  # type: ignore[arg-type]
+        )

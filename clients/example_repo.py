@@ -26,8 +26,13 @@ def examples_dir() -> Path:
 
 
 def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *COMMIT_IDENTITY, "-c", "init.defaultBranch=main", *args], cwd=cwd, env=git_env(),
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", *COMMIT_IDENTITY, "-c", "init.defaultBranch=main", *args],
+        cwd=cwd,
+        env=git_env(),
+        check=True,
+        capture_output=True,
+    )
 
 
 def create_example_remote(dest: Path) -> Path:

@@ -22,7 +22,16 @@ _ALIASES = {
     "maxIterations": "max_iterations",
     "requireApproval": "require_approval",
 }
-_IGNORED = {"status", "assignee", "created_date", "updated_date", "createdDate", "updatedDate", "parent", "ordinal"}
+_IGNORED = {
+    "status",
+    "assignee",
+    "created_date",
+    "updated_date",
+    "createdDate",
+    "updatedDate",
+    "parent",
+    "ordinal",
+}
 
 
 class TicketError(Exception):

@@ -107,7 +107,9 @@ def _details(ticket: Ticket) -> str:
     )
 
 
-async def submit(client: Client, settings: Settings, ticket: Ticket, *, check_repo: bool = True) -> SubmitResult:
+async def submit(
+    client: Client, settings: Settings, ticket: Ticket, *, check_repo: bool = True
+) -> SubmitResult:
     """Start the ticket's workflow once; a second submit reports the existing run instead."""
     if check_repo:
         ticket = await validate_repo(ticket, settings)
@@ -198,14 +200,19 @@ async def status(client: Client, ticket_id: str) -> TicketStatus:
         result = await handle_for(client, ticket_id).query(TicketWorkflow.status)
     except RPCError as exc:
         raise TicketOperationError(
-            f"ticket {ticket_id}: no worker answered the status query ({exc.message}); is `ticketflow worker` "
+            f"ticket {ticket_id}: no worker answered the status query ({exc.message}); "
+            "is `ticketflow worker` "
             "running?"
         ) from exc
     return result
 
 
 async def _update(client: Client, ticket_id: str, update: object, request: object) -> Ack:
-    await describe(client, ticket_id)
+    summary = await describe(client, ticket_id)
+    if summary.status != WorkflowExecutionStatus.RUNNING.name:
+        raise TicketOperationError(
+            f"ticket {ticket_id} has finished ({summary.state}); there is nothing to answer"
+        )
     try:
         ack: Ack = await handle_for(client, ticket_id).execute_update(update, request)  # type: ignore[call-overload]
     except WorkflowUpdateFailedError as exc:
@@ -240,7 +247,9 @@ async def retry(client: Client, settings: Settings, ticket_id: str, by: str = "o
         ack = await _update(client, ticket_id, TicketWorkflow.retry, RetryRequest(by=by))
         return ack.message
     if summary.status != WorkflowExecutionStatus.FAILED.name:
-        raise TicketOperationError(f"ticket {ticket_id} is {summary.state}; only BLOCKED or FAILED tickets retry")
+        raise TicketOperationError(
+            f"ticket {ticket_id} is {summary.state}; only BLOCKED or FAILED tickets retry"
+        )
     failed_run = await _failed_run_input(client, ticket_id)
     # The new run follows today's configuration (the operator may have just fixed it), not the old one.
     next_run = failed_run.model_copy(update={"options": run_options(settings, failed_run.ticket).options})

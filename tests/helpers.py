@@ -62,4 +62,12 @@ def local_prs(remote: Path) -> list[dict[str, object]]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
-__all__ = ["TicketWorkflow", "example_ticket", "in_state", "local_prs", "result_of", "submit", "wait_for_status"]
+__all__ = [
+    "TicketWorkflow",
+    "example_ticket",
+    "in_state",
+    "local_prs",
+    "result_of",
+    "submit",
+    "wait_for_status",
+]

@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 
 from activities import build_activities
 from activities.settings import Settings
+from clients.connect import ensure_search_attributes
 from workflows import policy
 from workflows.ticket import TicketWorkflow
 
@@ -42,6 +43,7 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
 
 async def run_workers(client: Client, settings: Settings, stop: asyncio.Event) -> None:
     """Run until `stop` is set, then let running activities finish within the graceful timeout."""
+    await ensure_search_attributes(client)
     workers = build_workers(client, settings)
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
     log.info("worker polling %s and %s", settings.task_queue, settings.host_queue)

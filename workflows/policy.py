@@ -17,7 +17,12 @@ WORKFLOW_TYPE = "TicketWorkflow"
 
 # Error types (ApplicationError.type) that no retry can fix: they go straight to a human.
 NON_RETRYABLE = [
-    "InvalidTicket", "RepoNotFound", "AuthFailed", "NothingToPush", "AgentNotConfigured", "WorkspaceMissing",
+    "InvalidTicket",
+    "RepoNotFound",
+    "AuthFailed",
+    "NothingToPush",
+    "AgentNotConfigured",
+    "WorkspaceMissing",
 ]
 
 
@@ -47,12 +52,18 @@ def _retry(attempts: int, initial: float = 2, maximum: float = 60) -> RetryPolic
 
 
 CLASSIFY = ActivityPolicy("classify", timedelta(minutes=5), timedelta(seconds=30), _retry(3))
-PREPARE_WORKSPACE = ActivityPolicy("prepare_workspace", timedelta(minutes=20), timedelta(seconds=30), _retry(3))
+PREPARE_WORKSPACE = ActivityPolicy(
+    "prepare_workspace", timedelta(minutes=20), timedelta(seconds=30), _retry(3)
+)
 # The agent is the long step: one attempt may run for hours, and its heartbeats are its checkpoints.
-RUN_AGENT = ActivityPolicy("run_agent", timedelta(hours=6), timedelta(seconds=60), _retry(3, initial=5, maximum=120))
+RUN_AGENT = ActivityPolicy(
+    "run_agent", timedelta(hours=6), timedelta(seconds=60), _retry(3, initial=5, maximum=120)
+)
 RUN_CHECKS = ActivityPolicy("run_checks", timedelta(minutes=45), timedelta(seconds=30), _retry(2))
 REVIEW = ActivityPolicy("review", timedelta(minutes=10), timedelta(seconds=30), _retry(3))
-OPEN_PR = ActivityPolicy("open_pr", timedelta(minutes=5), timedelta(seconds=30), _retry(5, initial=5, maximum=120))
+OPEN_PR = ActivityPolicy(
+    "open_pr", timedelta(minutes=5), timedelta(seconds=30), _retry(5, initial=5, maximum=120)
+)
 
 CHECKS_TIMEOUT = timedelta(minutes=30)
 # run_checks gets the test timeout plus this margin, so the test runner's own timeout is what fires.

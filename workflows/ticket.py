@@ -111,7 +111,9 @@ class TicketWorkflow:
         try:
             return await self._pipeline
         except asyncio.CancelledError:
-            reason = self._cancel_request.reason if self._cancel_request else "workflow cancellation requested"
+            reason = (
+                self._cancel_request.reason if self._cancel_request else "workflow cancellation requested"
+            )
             self._transition(TicketState.CANCELLED, note=reason)
             if self._cancel_request is None:
                 raise  # a Temporal cancellation: let the run end as Canceled
@@ -123,8 +125,9 @@ class TicketWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             # The next run's input rides in the failure, so `ticketflow retry` resumes at the failed stage.
             next_run = TicketRun(ticket=self._ticket, options=self._options, carry=self._carry(failed.stage))
-            raise ApplicationError(failed.reason, next_run.model_dump(mode="json"), type="TicketFailed",
-                                   non_retryable=True) from None
+            raise ApplicationError(
+                failed.reason, next_run.model_dump(mode="json"), type="TicketFailed", non_retryable=True
+            ) from None
 
     async def _drive(self) -> TicketResult:
         stages: dict[Stage, Callable[[], Awaitable[Stage | None]]] = {
@@ -201,8 +204,11 @@ class TicketWorkflow:
         limit = self._options.checks_timeout_seconds
         report = await self._call(
             policy.RUN_CHECKS,
-            ChecksRequest(workspace=self._require_workspace(), test_command=self._ticket.test_command,
-                          timeout_seconds=limit),
+            ChecksRequest(
+                workspace=self._require_workspace(),
+                test_command=self._ticket.test_command,
+                timeout_seconds=limit,
+            ),
             CheckReport,
             timeout=timedelta(seconds=limit) + policy.CHECKS_MARGIN,
         )
@@ -211,13 +217,18 @@ class TicketWorkflow:
             self._feedback = None
             return Stage.REVIEW
         self._feedback = check_feedback(report)
-        counts = f"{report.failed_count} failed" if report.failed_count is not None else f"exit {report.exit_code}"
+        counts = (
+            f"{report.failed_count} failed" if report.failed_count is not None else f"exit {report.exit_code}"
+        )
         return await self._another_iteration(f"the checks still fail ({report.command}: {counts})")
 
     async def _review(self) -> Stage:
         self._transition(TicketState.REVIEWING, Stage.REVIEW)
-        request = ReviewRequest(ticket=self._ticket, workspace=self._require_workspace(),
-                                classification=self._status.classification or Classification())
+        request = ReviewRequest(
+            ticket=self._ticket,
+            workspace=self._require_workspace(),
+            classification=self._status.classification or Classification(),
+        )
         report = await self._call(policy.REVIEW, request, ReviewReport)
         self._status.last_review = report
         self._record_usage(report.model, report.tokens)
@@ -239,7 +250,8 @@ class TicketWorkflow:
         )
         if not approved:
             raise _TicketFailed(
-                f"not approved within {_human_duration(self._options.approval_timeout_seconds)}", Stage.APPROVAL
+                f"not approved within {_human_duration(self._options.approval_timeout_seconds)}",
+                Stage.APPROVAL,
             )
         return Stage.OPEN_PR
 
@@ -278,11 +290,15 @@ class TicketWorkflow:
     async def _after_stage_failure(self, stage: Stage, err: ActivityError) -> Stage:
         cause = err.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-        how = {
-            RetryState.MAXIMUM_ATTEMPTS_REACHED: "retries exhausted",
-            RetryState.NON_RETRYABLE_FAILURE: "not retryable",
-            RetryState.TIMEOUT: "timed out",
-        }.get(err.retry_state, "failed") if err.retry_state is not None else "failed"
+        how = (
+            {
+                RetryState.MAXIMUM_ATTEMPTS_REACHED: "retries exhausted",
+                RetryState.NON_RETRYABLE_FAILURE: "not retryable",
+                RetryState.TIMEOUT: "timed out",
+            }.get(err.retry_state, "failed")
+            if err.retry_state is not None
+            else "failed"
+        )
         self._status.failed_stage = stage
         answer = await self._wait_for_human(f"{stage.value} failed ({how}): {message}", stage)
         self._status.failed_stage = None
@@ -302,7 +318,8 @@ class TicketWorkflow:
         )
         if not answered or self._answer is None:
             raise _TicketFailed(
-                f"blocked for {_human_duration(self._options.blocked_timeout_seconds)} with no answer: {reason}",
+                f"blocked for {_human_duration(self._options.blocked_timeout_seconds)} "
+                f"with no answer: {reason}",
                 stage,
             )
         answer, self._answer = self._answer, None
@@ -319,8 +336,9 @@ class TicketWorkflow:
             if remaining <= timedelta(0):
                 return False
             try:
-                await workflow.wait_condition(ready, timeout=min(reminder, remaining),
-                                              timeout_summary=f"waiting for {what}")
+                await workflow.wait_condition(
+                    ready, timeout=min(reminder, remaining), timeout_summary=f"waiting for {what}"
+                )
             except TimeoutError:
                 if not ready() and deadline > workflow.now():
                     self._status.reminders += 1
@@ -349,11 +367,19 @@ class TicketWorkflow:
             return
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._note(f"continued as new at {stage.value} after {info.get_current_history_length()} events")
-        workflow.continue_as_new(TicketRun(ticket=self._ticket, options=self._options, carry=self._carry(stage)))
+        workflow.continue_as_new(
+            TicketRun(ticket=self._ticket, options=self._options, carry=self._carry(stage))
+        )
 
     def _carry(self, stage: Stage) -> Carry:
-        return Carry(status=self._status, resume_stage=stage, workspace=self._workspace, feedback=self._feedback,
-                     guidance=self._guidance, resume_session=self._resume_session)
+        return Carry(
+            status=self._status,
+            resume_stage=stage,
+            workspace=self._workspace,
+            feedback=self._feedback,
+            guidance=self._guidance,
+            resume_session=self._resume_session,
+        )
 
     # ------------------------------------------------------------------------------------ helpers
 
@@ -404,13 +430,14 @@ class TicketWorkflow:
         self._status.tokens = self._status.tokens.plus(tokens)
 
     def _note(self, note: str) -> None:
-        self._status.events.append(StatusEvent(at=workflow.now(), state=self._status.state,
-                                               stage=self._status.stage, note=note))
+        self._status.events.append(
+            StatusEvent(at=workflow.now(), state=self._status.state, stage=self._status.stage, note=note)
+        )
         del self._status.events[:-MAX_EVENTS]
 
     _KEEP = object()
 
-    def _transition(self, state: TicketState, stage: Stage | None | object = _KEEP, note: str = "") -> None:
+    def _transition(self, state: TicketState, stage: Stage | object | None = _KEEP, note: str = "") -> None:
         self._status.state = state
         if stage is not TicketWorkflow._KEEP:
             self._status.stage = stage if isinstance(stage, Stage) else None
@@ -424,8 +451,9 @@ class TicketWorkflow:
         stage = self._status.stage.value if self._status.stage else None
         if (state, stage) != self._published:
             updates = [visibility.TICKET_STATE.value_set(state)]
-            updates.append(visibility.TICKET_STAGE.value_set(stage) if stage else
-                           visibility.TICKET_STAGE.value_unset())
+            updates.append(
+                visibility.TICKET_STAGE.value_set(stage) if stage else visibility.TICKET_STAGE.value_unset()
+            )
             workflow.upsert_search_attributes(updates)
             self._published = (state, stage)
         workflow.set_current_details(visibility.render_details(self._status))
@@ -442,8 +470,10 @@ class TicketWorkflow:
     @workflow.update(description="Answer a BLOCKED ticket with guidance; the agent continues with it")
     def unblock(self, request: UnblockRequest) -> Ack:
         self._answer = _HumanAnswer("unblock", request.guidance, request.by)
-        return Ack(state=TicketState.BLOCKED, message=f"ticket {self._ticket.id} unblocked; it continues with "
-                   "your guidance")
+        return Ack(
+            state=TicketState.BLOCKED,
+            message=f"ticket {self._ticket.id} unblocked; it continues with your guidance",
+        )
 
     @unblock.validator
     def _validate_unblock(self, request: UnblockRequest) -> None:
@@ -480,7 +510,8 @@ class TicketWorkflow:
     def _require_blocked(self, action: str) -> None:
         if self._status.state is not TicketState.BLOCKED:
             raise ValueError(
-                f"ticket {self._ticket.id} is {self._status.state.value}; {action} only applies to BLOCKED tickets"
+                f"ticket {self._ticket.id} is {self._status.state.value}; "
+                f"{action} only applies to BLOCKED tickets"
             )
         if self._answer is not None:
             raise ValueError(f"ticket {self._ticket.id} has already been answered and is moving on")

@@ -24,7 +24,9 @@ def render_details(status: TicketStatus) -> str:
     """Markdown for workflow.set_current_details: what the ticket is doing now, and how to move it on."""
     lines = [f"**State:** {status.state.value}"]
     if status.stage is not None:
-        lines.append(f"**Stage:** {status.stage.value} (iteration {status.iteration}/{status.max_iterations})")
+        lines.append(
+            f"**Stage:** {status.stage.value} (iteration {status.iteration}/{status.max_iterations})"
+        )
     if status.models_used:
         lines.append(f"**Models:** {', '.join(status.models_used)}")
     if status.state is TicketState.BLOCKED:

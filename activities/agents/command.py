@@ -30,7 +30,9 @@ BLOCKED_MARK = "::ticketflow blocked::"
 BASE_ENV = ("PATH", "LANG", "LC_ALL", "TERM", "TMPDIR", "TZ")
 
 
-def agent_environment(config: AgentConfig, run: AgentRun, task_file: Path, outcome_file: Path) -> dict[str, str]:
+def agent_environment(
+    config: AgentConfig, run: AgentRun, task_file: Path, outcome_file: Path
+) -> dict[str, str]:
     """An allowlist, never the worker's environment: tokens and keys stay out of the agent's reach."""
     env = {k: os.environ[k] for k in (*BASE_ENV, *config.pass_env) if k in os.environ}
     env.update(
@@ -157,9 +159,13 @@ async def _run_with_step_commits(
     return proc
 
 
-def _judge(result: AgentResult, proc: ProcessResult, outcome: dict[str, Any] | None, blocked: list[str]) -> AgentResult:
+def _judge(
+    result: AgentResult, proc: ProcessResult, outcome: dict[str, Any] | None, blocked: list[str]
+) -> AgentResult:
     if proc.timed_out:
-        return result.model_copy(update={"outcome": "failed", "reason": "agent ran past its execution timeout"})
+        return result.model_copy(
+            update={"outcome": "failed", "reason": "agent ran past its execution timeout"}
+        )
     if proc.stalled:
         return result.model_copy(update={"outcome": "failed", "reason": "agent printed nothing for too long"})
     if outcome is not None:

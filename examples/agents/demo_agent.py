@@ -57,7 +57,8 @@ def main() -> int:
         return 0
     if task.get("guidance"):
         print(f"using guidance: {task['guidance']}")
-    edits = recipe.get("first_try") if task["iteration"] == 1 and recipe.get("first_try") else recipe["steps"]
+    first_try = recipe.get("first_try") if task["iteration"] == 1 else None
+    edits: list[dict[str, object]] = first_try or recipe["steps"]
     done = int(os.environ.get("TICKETFLOW_RESUME_STEP", "0"))
     delay = float(recipe.get("step_seconds", os.environ.get("DEMO_AGENT_STEP_SECONDS", "0")))
     root = Path(os.environ["TICKETFLOW_WORKTREE"])

@@ -31,7 +31,14 @@ async def test_happy_path_opens_one_pr(client: Client, worker: Settings, example
     prs = local_prs(example_remote)
     assert [pr["head"] for pr in prs] == [ticket.branch]
     assert result.pr_url and result.pr_url.endswith("#pull/1")
-    assert set(status.timings) >= {"classify", "prepare_workspace", "run_agent", "run_checks", "review", "open_pr"}
+    assert set(status.timings) >= {
+        "classify",
+        "prepare_workspace",
+        "run_agent",
+        "run_checks",
+        "review",
+        "open_pr",
+    }
     assert [e.state for e in status.events][-1] is TicketState.DONE
 
 
@@ -129,14 +136,15 @@ async def test_transient_agent_failure_is_retried(client: Client, worker: Settin
     assert result.state is TicketState.DONE
 
     history = await tickets.handle_for(client, ticket.id).fetch_history()
-    starts = [e.activity_task_started_event_attributes.attempt for e in history.events
-              if e.HasField("activity_task_started_event_attributes")]
+    starts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+    ]
     assert 2 in starts, "run_agent must have been retried by Temporal"
 
 
-async def test_non_retryable_stage_failure_blocks_and_retry_resumes(
-    client: Client, worker: Settings
-) -> None:
+async def test_non_retryable_stage_failure_blocks_and_retry_resumes(client: Client, worker: Settings) -> None:
     ticket = example_ticket("demo-4-readme.md", id="needs-config", agent="not-yet")
     await submit(client, worker, ticket)
     blocked = await wait_for_status(client, ticket.id, in_state(TicketState.BLOCKED))
@@ -163,7 +171,9 @@ async def test_blocked_too_long_fails_visibly_and_retry_restarts(client: Client,
 
     worker.blocked_timeout_seconds = 3600
     assert "restarted at run_agent" in await tickets.retry(client, worker, ticket.id)
-    blocked = await wait_for_status(client, ticket.id, lambda s: s.state is TicketState.BLOCKED and s.runs == 2)
+    blocked = await wait_for_status(
+        client, ticket.id, lambda s: s.state is TicketState.BLOCKED and s.runs == 2
+    )
     assert blocked.reminders >= 1
     await tickets.unblock(client, ticket.id, "round half away from zero")
     result = await result_of(client, ticket.id)

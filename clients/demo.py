@@ -1,0 +1,143 @@
+"""`ticketflow demo`: the example backlog, end to end, on a local dev server and worker.
+
+It starts (or reuses) the dev server and a worker in the background, creates the example repository as
+a local bare remote, submits every ticket in examples/backlog and waits until each is DONE or BLOCKED.
+The processes keep running afterwards so `ticketflow unblock` can move the blocked ticket on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from temporalio.client import Client
+
+from activities.settings import RepoConfig, Settings
+from clients import devserver, tickets
+from clients.connect import connect, ensure_search_attributes
+from clients.example_repo import create_example_remote, demo_agent_config, example_tickets
+from clients.ticket_files import load_ticket_file
+from workflows.contracts import TicketState
+
+SETTLED = {
+    TicketState.DONE.value,
+    TicketState.BLOCKED.value,
+    TicketState.FAILED.value,
+    TicketState.CANCELLED.value,
+}
+
+
+def demo_settings(settings: Settings) -> tuple[Settings, Path]:
+    remote = create_example_remote(settings.state_dir / "demo" / "calc.git")
+    config = settings.state_dir / "demo" / "ticketflow.toml"
+    agent = demo_agent_config()
+    # JSON strings and arrays of strings are valid TOML values.
+    config.write_text(
+        f'default_agent = "demo"\n\n[repos.demo]\nurl = {json.dumps(str(remote))}\n\n'
+        f"[agents.demo]\ncommand = {json.dumps(agent.command)}\n"
+    )
+    updated = settings.model_copy(
+        update={
+            "default_agent": "demo",
+            "repos": {**settings.repos, "demo": RepoConfig(url=str(remote))},
+            "agents": {**settings.agents, "demo": agent},
+        }
+    )
+    return updated, config
+
+
+async def start_services(settings: Settings, config: Path) -> None:
+    if not devserver.port_open(settings.temporal_address):
+        devserver.start_background(settings, "dev-server", devserver.dev_server_command(settings))
+        await devserver.wait_for_port(settings.temporal_address, timeout=60)
+        print(f"started the Temporal dev server on {settings.temporal_address}")
+    if devserver.stop_background(settings, "worker"):
+        print("restarted the background worker with the demo configuration")
+    env = {
+        "TICKETFLOW_CONFIG": str(config),
+        "TICKETFLOW_STATE_DIR": str(settings.state_dir),
+        "TICKETFLOW_TEMPORAL_ADDRESS": settings.temporal_address,
+        "TICKETFLOW_NAMESPACE": settings.namespace,
+        "TICKETFLOW_TASK_QUEUE": settings.task_queue,
+    }
+    devserver.start_background(settings, "worker", devserver.worker_command(), env)
+    print(f"started a worker (log: {settings.state_dir / 'worker.log'})")
+
+
+async def submit_backlog(client: Client, settings: Settings) -> list[str]:
+    ids = []
+    for path in example_tickets():
+        ticket = load_ticket_file(path, {"repo": "demo"})
+        ticket = ticket.model_copy(update={"repo": "demo"})
+        result = await tickets.submit(client, settings, ticket)
+        verb = "submitted" if result.started else f"already submitted ({result.existing_state})"
+        print(f"  {ticket.id:<8} {verb:<28} {ticket.title}")
+        ids.append(ticket.id)
+    return ids
+
+
+async def wait_until_settled(client: Client, ids: list[str], timeout: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        for ticket_id in ids:
+            state = (await tickets.describe(client, ticket_id)).state
+            if states.get(ticket_id) != state:
+                print(f"  {ticket_id:<8} {state}")
+                states[ticket_id] = state
+        if all(states.get(i) in SETTLED for i in ids):
+            break
+        await asyncio.sleep(0.5)
+    return states
+
+
+def pr_branches(remote: Path) -> list[str]:
+    out = subprocess.run(
+        ["git", "--git-dir", str(remote), "branch", "--list", "ticketflow/*", "--format=%(refname:short)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.split()
+
+
+async def report(client: Client, settings: Settings, config: Path, states: dict[str, str]) -> None:
+    print("\nResult:")
+    for ticket_id, state in states.items():
+        line = f"  {ticket_id:<8} {state:<10}"
+        if state in (TicketState.DONE.value, TicketState.BLOCKED.value):
+            status = await tickets.status(client, ticket_id)
+            line += f" {status.pr_url or status.blocked_reason or ''}"
+        print(line)
+    remote = Path(settings.repos["demo"].url)
+    print(f"\nPR branches in the local remote {remote}:")
+    for branch in pr_branches(remote):
+        print(f"  {branch}")
+    print(f"\nWeb UI: {settings.ui_url}/namespaces/{settings.namespace}/workflows")
+    for ticket_id, state in states.items():
+        if state == TicketState.BLOCKED.value:
+            print(f'To unblock {ticket_id}: ticketflow unblock {ticket_id} --guidance "<your answer>"')
+    print(
+        f"Submit your own tickets to the demo repo with: TICKETFLOW_CONFIG={config} ticketflow submit FILE.md"
+    )
+    print("Stop the background server and worker with: ticketflow stop")
+
+
+async def run_demo(settings: Settings, timeout: float = 300.0) -> int:
+    settings, config = demo_settings(settings)
+    await start_services(settings, config)
+    client = await connect(settings)
+    await ensure_search_attributes(client)
+    print("Submitting the example backlog:")
+    ids = await submit_backlog(client, settings)
+    print("Waiting for the tickets (each is a Temporal workflow):")
+    states = await wait_until_settled(client, ids, timeout)
+    await report(client, settings, config, states)
+    unsettled = [i for i in ids if states.get(i) not in SETTLED]
+    if unsettled:
+        print(f"still running after {timeout:.0f}s: {', '.join(unsettled)}")
+        return 1
+    return 0
