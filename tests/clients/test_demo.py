@@ -1,0 +1,71 @@
+"""The README's demo, as a user runs it: `ticketflow demo`, then `ticketflow unblock`, from a shell."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    port, ui_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "TICKETFLOW_HOME": str(tmp_path / "home"),
+        "TICKETFLOW_TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+        "TICKETFLOW_UI_PORT": str(ui_port),
+        "TICKETFLOW_UI_URL": f"http://127.0.0.1:{ui_port}",
+        "TICKETFLOW_TASK_QUEUE": "demo-test",
+    }
+    env.pop("TICKETFLOW_CONFIG", None)
+    yield env
+    subprocess.run([BIN / "ticketflow", "stop"], env=env, capture_output=True, timeout=60, check=False)
+
+
+def ticketflow(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BIN / "ticketflow", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.mark.slow
+def test_demo_then_unblock(demo_env: dict[str, str]) -> None:
+    demo = ticketflow(demo_env, "demo", "--timeout", "120", timeout=240)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    for ticket_id in ("demo-1", "demo-2", "demo-3", "demo-4"):
+        assert f"{ticket_id}   DONE" in demo.stdout
+    assert "demo-5   BLOCKED" in demo.stdout and "banker's rounding" in demo.stdout
+    assert demo.stdout.count("ticketflow/demo-") == 4
+    assert "Web UI: http://127.0.0.1:" in demo.stdout
+
+    unblock = ticketflow(demo_env, "unblock", "demo-5", "--guidance", "round half away from zero")
+    assert unblock.returncode == 0, unblock.stderr
+    deadline = time.monotonic() + 60
+    state = None
+    while time.monotonic() < deadline and state != "DONE":
+        status = ticketflow(demo_env, "status", "demo-5", "--json")
+        state = json.loads(status.stdout)["state"] if status.returncode == 0 else None
+        time.sleep(0.5)
+    assert state == "DONE"
+
+    again = ticketflow(demo_env, "demo", "--timeout", "60")
+    assert again.returncode == 0, again.stderr
+    assert "already submitted (DONE)" in again.stdout
+    listing = json.loads(ticketflow(demo_env, "list", "--json").stdout)
+    assert sorted(t["ticket_id"] for t in listing) == ["demo-1", "demo-2", "demo-3", "demo-4", "demo-5"]

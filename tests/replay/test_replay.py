@@ -1,0 +1,67 @@
+"""Replay the committed ticket histories against today's TicketWorkflow.
+
+A failure here means a change to workflow code would break tickets that are running in production:
+guard the change with workflow.patched() (see docs/workflow-changes.md) instead of regenerating.
+Regenerate the histories only when adding a new one on purpose:
+    TICKETFLOW_RECORD_HISTORIES=1 python -m pytest tests/replay -k record
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from activities.settings import Settings
+from clients import tickets
+from tests.helpers import example_ticket, in_state, result_of, submit, wait_for_status
+from workflows.contracts import TicketState
+from workflows.ticket import TicketWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def committed_histories() -> list[Path]:
+    return sorted(HISTORIES.glob("*.json"))
+
+
+async def test_there_are_histories_to_replay() -> None:
+    names = {path.stem for path in committed_histories()}
+    assert {"done", "fix-loop", "blocked-unblocked", "cancelled"} <= names
+
+
+@pytest.mark.parametrize("path", committed_histories(), ids=lambda p: p.stem)
+async def test_history_replays(path: Path) -> None:
+    data = json.loads(path.read_text())
+    history = WorkflowHistory.from_json(data["workflow_id"], data["history"])
+    replayer = Replayer(workflows=[TicketWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
+
+
+@pytest.mark.skipif(not os.environ.get("TICKETFLOW_RECORD_HISTORIES"), reason="records histories on request")
+async def test_record_histories(client: Client, worker: Settings) -> None:
+    scenarios = {
+        "done": example_ticket("demo-1-multiply.md", id="replay-done"),
+        "fix-loop": example_ticket("demo-3-power.md", id="replay-fix-loop"),
+        "blocked-unblocked": example_ticket("demo-5-rounding.md", id="replay-blocked"),
+        "cancelled": example_ticket("demo-5-rounding.md", id="replay-cancelled"),
+    }
+    for ticket in scenarios.values():
+        await submit(client, worker, ticket)
+    await wait_for_status(client, "replay-blocked", in_state(TicketState.BLOCKED))
+    await tickets.unblock(client, "replay-blocked", "round half away from zero")
+    await wait_for_status(client, "replay-cancelled", in_state(TicketState.BLOCKED))
+    await tickets.cancel(client, "replay-cancelled", "recorded cancellation")
+    HISTORIES.mkdir(exist_ok=True)
+    for name, ticket in scenarios.items():
+        await result_of(client, ticket.id)
+        handle = tickets.handle_for(client, ticket.id)
+        history = await handle.fetch_history()
+        record = {"workflow_id": handle.id, "history": json.loads(history.to_json())}
+        (HISTORIES / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
