@@ -29,10 +29,12 @@ class RepoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str
-    host: Literal["local", "github"] = "local"
+    host: Literal["local", "github", "gitlab", "gitea"] = "local"
     base_branch: str | None = None
     test_command: str | None = None
-    github_repo: str | None = Field(default=None, description="owner/name on GitHub")
+    github_repo: str | None = Field(
+        default=None, description="owner/name (GitLab: group/project) on the host"
+    )
     api_url: str = "https://api.github.com"
 
 
@@ -78,6 +80,12 @@ class Settings(BaseSettings):
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
     repos: dict[str, RepoConfig] = Field(default_factory=dict)
     github_token: SecretStr | None = None
+    gitlab_token: SecretStr | None = None
+    gitea_token: SecretStr | None = None
+    # Ticket sources polled by the intake schedule (syntax in docs/intake.md) and the webhook's secret.
+    sources: list[str] = Field(default_factory=list)
+    intake_interval_minutes: float = Field(default=5.0, gt=0)
+    webhook_secret: SecretStr | None = None
 
     agent_stall_seconds: float = Field(default=15 * 60, gt=0, description="no output this long = stalled")
     checks_timeout_seconds: float = Field(default=policy.CHECKS_TIMEOUT.total_seconds(), gt=0)
@@ -122,5 +130,6 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Values that must never appear in agent environments, logs, PR bodies or payloads."""
-        values = [self.github_token.get_secret_value()] if self.github_token else []
+        tokens = (self.github_token, self.gitlab_token, self.gitea_token, self.webhook_secret)
+        values = [t.get_secret_value() for t in tokens if t is not None]
         return [v for v in values if len(v) >= 6]

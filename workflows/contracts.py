@@ -51,6 +51,7 @@ class TicketState(StrEnum):
 
 
 class Stage(StrEnum):
+    DEPENDENCIES = "dependencies"
     CLASSIFY = "classify"
     PREPARE_WORKSPACE = "prepare_workspace"
     RUN_AGENT = "run_agent"
@@ -340,6 +341,19 @@ class ReviewReport(Model):
         return [f for f in self.findings if f.severity == "critical"]
 
 
+class DependencyRequest(Model):
+    ticket_ids: list[str]
+
+
+MISSING_TICKET = "MISSING"
+
+
+class DependencyStates(Model):
+    """Each dependency's TicketState value, or MISSING when no such ticket was submitted (yet)."""
+
+    states: dict[str, str] = Field(default_factory=dict)
+
+
 class PullRequestRequest(Model):
     ticket: Ticket
     workspace: Workspace
@@ -373,6 +387,7 @@ class RunOptions(Model):
     require_approval: bool = False
     history_event_limit: int = Field(default=10_000, ge=50)
     checks_timeout_seconds: float = Field(default=1800, gt=0)
+    dependency_poll_seconds: float = Field(default=30, gt=0)
     ui_url: str = ""
 
 
@@ -411,6 +426,7 @@ class TicketStatus(Model):
     events: list[StatusEvent] = Field(default_factory=list)
     reminders: int = 0
     runs: int = 1
+    waiting_on: list[str] = Field(default_factory=list)
 
 
 class Carry(Model):
@@ -463,3 +479,21 @@ class Ack(Model):
 
     state: TicketState
     message: str
+
+
+# ------------------------------------------------------------------------------------ write-back
+
+
+class WriteBackRequest(Model):
+    """Report a ticket's outcome to the source it came from (ticket.source), e.g. move its file to done/."""
+
+    ticket: Ticket
+    state: TicketState
+    pr_url: str | None = None
+    reason: str = ""
+
+
+class WriteBackResult(Model):
+    changed: bool
+    action: str = ""
+    location: str | None = None

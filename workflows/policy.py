@@ -65,7 +65,20 @@ OPEN_PR = ActivityPolicy(
     "open_pr", timedelta(minutes=5), timedelta(seconds=30), _retry(5, initial=5, maximum=120)
 )
 
+# Reporting back to a ticket's source (file move, bead close, issue comment): cheap, retried a while.
+WRITE_BACK = ActivityPolicy(
+    "write_back",
+    timedelta(minutes=2),
+    None,
+    _retry(6, initial=5, maximum=300),
+    ActivityCancellationType.TRY_CANCEL,
+)
+
+DEPENDENCY_STATES = ActivityPolicy("dependency_states", timedelta(seconds=30), None, _retry(5))
+
 CHECKS_TIMEOUT = timedelta(minutes=30)
+# Waiting on dependencies polls their states, backing off from the configured interval to this cap.
+DEPENDENCY_POLL_MAX = timedelta(minutes=5)
 # run_checks gets the test timeout plus this margin, so the test runner's own timeout is what fires.
 CHECKS_MARGIN = timedelta(minutes=5)
 REMINDER_INTERVAL = timedelta(hours=4)
