@@ -8,6 +8,7 @@ from typing import Any
 from activities.agent import AgentActivities
 from activities.checks import CheckActivities
 from activities.classify import classify
+from activities.dependencies import dependency_states
 from activities.pull_request import PullRequestActivities
 from activities.review import ReviewActivities
 from activities.settings import Settings
@@ -17,6 +18,7 @@ from activities.workspace import WorkspaceActivities
 def build_activities(settings: Settings) -> list[Callable[..., Any]]:
     return [
         classify,
+        dependency_states,
         WorkspaceActivities(settings).prepare_workspace,
         AgentActivities(settings).run_agent,
         CheckActivities(settings).run_checks,

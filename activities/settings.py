@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     blocked_timeout_seconds: float = Field(default=policy.BLOCKED_TIMEOUT.total_seconds(), gt=0)
     approval_timeout_seconds: float = Field(default=policy.APPROVAL_TIMEOUT.total_seconds(), gt=0)
     require_approval: bool = False
+    dependency_poll_seconds: float = Field(default=30, gt=0)
     history_event_limit: int = Field(default=policy.HISTORY_EVENT_LIMIT, ge=50)
     repo_check_timeout_seconds: float = 20.0
 

@@ -77,6 +77,7 @@ def run_options(settings: Settings, ticket: Ticket) -> TicketRun:
         require_approval=settings.require_approval,
         history_event_limit=settings.history_event_limit,
         checks_timeout_seconds=settings.checks_timeout_seconds,
+        dependency_poll_seconds=settings.dependency_poll_seconds,
         ui_url=settings.ui_url,
     )
     return TicketRun(ticket=ticket, options=options)

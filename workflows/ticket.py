@@ -34,6 +34,8 @@ with workflow.unsafe.imports_passed_through():
         ChecksRequest,
         Classification,
         ClassifyRequest,
+        DependencyRequest,
+        DependencyStates,
         PullRequestRef,
         PullRequestRequest,
         RetryRequest,
@@ -87,7 +89,8 @@ class TicketWorkflow:
             )
         else:
             self._status = carry.status.model_copy(update={"runs": carry.status.runs + 1})
-        self._next_stage = carry.resume_stage if carry else Stage.CLASSIFY
+        first_stage = Stage.DEPENDENCIES if run.ticket.depends_on else Stage.CLASSIFY
+        self._next_stage = carry.resume_stage if carry else first_stage
         self._workspace: Workspace | None = carry.workspace if carry else None
         self._feedback = carry.feedback if carry else None
         self._guidance = carry.guidance if carry else None
@@ -131,6 +134,7 @@ class TicketWorkflow:
 
     async def _drive(self) -> TicketResult:
         stages: dict[Stage, Callable[[], Awaitable[Stage | None]]] = {
+            Stage.DEPENDENCIES: self._wait_for_dependencies,
             Stage.CLASSIFY: self._classify,
             Stage.PREPARE_WORKSPACE: self._prepare_workspace,
             Stage.RUN_AGENT: self._run_agent,
@@ -154,6 +158,43 @@ class TicketWorkflow:
         return self._result()
 
     # --------------------------------------------------------------------------------------- stages
+
+    async def _wait_for_dependencies(self) -> Stage:
+        """Poll the dependencies' states until all are DONE; a failed one asks a human what to do."""
+        poll = self._options.dependency_poll_seconds
+        while True:
+            request = DependencyRequest(ticket_ids=self._ticket.depends_on)
+            states = (
+                await self._call(policy.DEPENDENCY_STATES, request, DependencyStates, on_host=False)
+            ).states
+            pending = {dep: state for dep, state in states.items() if state != TicketState.DONE.value}
+            if not pending:
+                self._status.waiting_on = []
+                return Stage.CLASSIFY
+            ended = {
+                dep: st
+                for dep, st in pending.items()
+                if st in (TicketState.FAILED.value, TicketState.CANCELLED.value)
+            }
+            if ended:
+                listed = ", ".join(f"{dep} ended {state}" for dep, state in sorted(ended.items()))
+                answer = await self._wait_for_human(
+                    f"dependency {listed}; unblock to go ahead without it, retry to check again",
+                    Stage.DEPENDENCIES,
+                )
+                if answer.kind == "unblock":
+                    self._guidance = answer.guidance
+                    self._status.waiting_on = []
+                    return Stage.CLASSIFY
+                continue
+            waiting = [f"{dep} ({state})" for dep, state in sorted(pending.items())]
+            if waiting != self._status.waiting_on or self._status.stage is not Stage.DEPENDENCIES:
+                self._status.waiting_on = waiting
+                self._transition(
+                    TicketState.QUEUED, Stage.DEPENDENCIES, note="waiting for " + ", ".join(waiting)
+                )
+            await workflow.sleep(timedelta(seconds=poll), summary="waiting for dependencies")
+            poll = min(poll * 1.5, policy.DEPENDENCY_POLL_MAX.total_seconds())
 
     async def _classify(self) -> Stage:
         self._transition(TicketState.CLASSIFYING, Stage.CLASSIFY)

@@ -27,6 +27,8 @@ def render_details(status: TicketStatus) -> str:
         lines.append(
             f"**Stage:** {status.stage.value} (iteration {status.iteration}/{status.max_iterations})"
         )
+    if status.waiting_on:
+        lines.append(f"**Waiting for:** {', '.join(status.waiting_on)}")
     if status.models_used:
         lines.append(f"**Models:** {', '.join(status.models_used)}")
     if status.state is TicketState.BLOCKED:

@@ -210,3 +210,33 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+async def test_waits_for_dependencies_to_be_done(client: Client, worker: Settings) -> None:
+    worker.dependency_poll_seconds = 0.5
+    first = example_ticket("demo-1-multiply.md", id="dep-first")
+    second = example_ticket("demo-4-readme.md", id="dep-second", depends_on=["dep-first"])
+    await submit(client, worker, second)
+    waiting = await wait_for_status(client, second.id, lambda s: s.stage is Stage.DEPENDENCIES)
+    assert waiting.state is TicketState.QUEUED and waiting.waiting_on == ["dep-first (MISSING)"]
+
+    await submit(client, worker, first)
+    result = await result_of(client, second.id)
+    assert result.state is TicketState.DONE and result.status.waiting_on == []
+    first_done = (await result_of(client, first.id)).status.updated_at
+    assert first_done is not None and result.status.started_at is not None
+    assert any("waiting for dep-first" in event.note for event in result.status.events)
+
+
+async def test_cancelled_dependency_asks_a_human(client: Client, worker: Settings) -> None:
+    worker.dependency_poll_seconds = 0.5
+    first = example_ticket("demo-5-rounding.md", id="dep-cancelled")
+    second = example_ticket("demo-4-readme.md", id="dep-orphan", depends_on=["dep-cancelled"])
+    await submit(client, worker, first)
+    await submit(client, worker, second)
+    await wait_for_status(client, first.id, in_state(TicketState.BLOCKED))
+    await tickets.cancel(client, first.id, "not needed")
+    blocked = await wait_for_status(client, second.id, in_state(TicketState.BLOCKED))
+    assert blocked.blocked_reason and "dep-cancelled ended CANCELLED" in blocked.blocked_reason
+    await tickets.unblock(client, second.id, "go ahead without it")
+    assert (await result_of(client, second.id)).state is TicketState.DONE
