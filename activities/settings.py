@@ -43,9 +43,40 @@ class AgentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["command"] = "command"
-    command: list[str]
+    kind: Literal["command", "ollama"] = "command"
+    command: list[str] = Field(default_factory=list)
     pass_env: list[str] = Field(default_factory=list)
+    # `ollama` agents: the native tool-calling loop; its model chain is the `code` stage's.
+    max_turns: int = Field(default=40, ge=1)
+
+
+class ProviderConfig(BaseModel):
+    """One model server: Ollama's native API or any OpenAI-compatible one (vLLM, llama.cpp, LM Studio)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["ollama", "openai"] = "ollama"
+    base_url: str = "http://127.0.0.1:11434"
+    api_key_env: str | None = Field(default=None, description="name of the variable holding the key")
+    num_ctx: int = Field(default=16384, ge=512, description="context window sent with every Ollama call")
+    keep_alive: str = "30m"
+    connect_timeout_seconds: float = Field(default=5, gt=0)
+    read_timeout_seconds: float = Field(default=300, gt=0)
+
+
+class ModelsConfig(BaseModel):
+    """Providers plus a model chain per stage; `provider/model` names a provider, a bare name the first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    classify: list[str] = Field(default_factory=list)
+    code: list[str] = Field(default_factory=list)
+    review: list[str] = Field(default_factory=list)
+    backoff_base_seconds: float = Field(default=2, gt=0)
+    backoff_cap_seconds: float = Field(default=120, gt=0)
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_open_seconds: float = Field(default=30, gt=0)
 
 
 def default_state_dir() -> Path:
@@ -79,6 +110,7 @@ class Settings(BaseSettings):
     default_agent: str = "command"
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
     repos: dict[str, RepoConfig] = Field(default_factory=dict)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
     github_token: SecretStr | None = None
     gitlab_token: SecretStr | None = None
     gitea_token: SecretStr | None = None
