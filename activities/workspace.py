@@ -20,6 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import stack
+from activities.githosts import git_host_for
 from activities.gitops import GitError, git
 from activities.heartbeat import with_heartbeats
 from activities.redact import redact
@@ -70,12 +71,14 @@ async def file_lock(path: Path) -> AsyncIterator[None]:
         os.close(fd)  # closing the descriptor releases the flock
 
 
-async def _clone_mirror(url: str, mirror: Path, secrets: list[str]) -> None:
+async def _clone_mirror(url: str, mirror: Path, secrets: list[str], env: dict[str, str]) -> None:
     """Clone into a temporary name and rename, so an interrupted clone never looks like a mirror."""
     tmp = mirror.with_name(mirror.name + ".partial")
     await asyncio.to_thread(shutil.rmtree, tmp, True)
     try:
-        await git(mirror.parent, "clone", "--bare", "--quiet", "--", url, str(tmp), timeout=CLONE_TIMEOUT)
+        await git(
+            mirror.parent, "clone", "--bare", "--quiet", "--", url, str(tmp), env=env, timeout=CLONE_TIMEOUT
+        )
     except GitError as exc:
         raise repo_not_found(redact(f"cannot clone {url}: {exc.stderr.strip()}", secrets)) from exc
     await git(tmp, "config", "remote.origin.fetch", FETCH_REFSPEC)
@@ -86,11 +89,13 @@ async def _clone_mirror(url: str, mirror: Path, secrets: list[str]) -> None:
     await asyncio.to_thread(tmp.rename, mirror)
 
 
-async def sync_mirror(url: str, mirror: Path, secrets: list[str]) -> None:
+async def sync_mirror(url: str, mirror: Path, secrets: list[str], env: dict[str, str] | None = None) -> None:
+    """Clone or fetch the mirror; env carries the git host's credential helper for private repos."""
+    env = env or {}
     await asyncio.to_thread(mirror.parent.mkdir, parents=True, exist_ok=True)
     if not await asyncio.to_thread((mirror / "HEAD").is_file):
-        await _clone_mirror(url, mirror, secrets)
-    await git(mirror, "fetch", "--prune", "--quiet", "origin", timeout=FETCH_TIMEOUT)
+        await _clone_mirror(url, mirror, secrets, env)
+    await git(mirror, "fetch", "--prune", "--quiet", "origin", env=env, timeout=FETCH_TIMEOUT)
 
 
 async def base_tip(mirror: Path, base: str, repo_name: str) -> str:
@@ -177,7 +182,8 @@ class WorkspaceActivities:
     async def _checkout(self, repo: ResolvedRepo, mirror: Path, base: str, path: Path, branch: str) -> str:
         """Fetch the mirror and create or reuse the worktree; returns the base commit."""
         async with self._locked(mirror):
-            await sync_mirror(repo.url, mirror, self._settings.secret_values())
+            credentials = git_host_for(repo, self._settings).push_env()
+            await sync_mirror(repo.url, mirror, self._settings.secret_values(), credentials)
             base_sha = await base_tip(mirror, base, repo.name)
             return await ensure_worktree(mirror, path, branch, base, base_sha)
 
