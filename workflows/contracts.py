@@ -364,6 +364,7 @@ class PullRequestRequest(Model):
     tokens: TokenUsage = Field(default_factory=TokenUsage)
     iterations: int = 1
     workflow_id: str = ""
+    trace_id: str | None = None
 
 
 class PullRequestRef(Model):
@@ -427,6 +428,7 @@ class TicketStatus(Model):
     reminders: int = 0
     runs: int = 1
     waiting_on: list[str] = Field(default_factory=list)
+    trace_id: str | None = None
 
 
 class Carry(Model):
@@ -497,3 +499,20 @@ class WriteBackResult(Model):
     changed: bool
     action: str = ""
     location: str | None = None
+
+
+class NotifyRequest(Model):
+    """A ticket reached BLOCKED, DONE or FAILED; the notify activity tells the configured targets.
+
+    Targets (webhook URLs are secrets) live in the worker's settings, never in this payload.
+    """
+
+    ticket_id: str
+    title: str
+    state: TicketState
+    stage: Stage | None = None
+    reason: str = ""
+    pr_url: str | None = None
+    unblock_command: str | None = None
+    workflow_id: str = ""
+    trace_id: str | None = None

@@ -76,6 +76,16 @@ WRITE_BACK = ActivityPolicy(
 
 DEPENDENCY_STATES = ActivityPolicy("dependency_states", timedelta(seconds=30), None, _retry(5))
 
+# Notifications are started without waiting (they never hold up a ticket); Temporal retries delivery
+# for a few minutes at most, because a finished ticket waits for its last notification before closing.
+NOTIFY = ActivityPolicy(
+    "notify",
+    timedelta(seconds=30),
+    None,
+    _retry(6, initial=2, maximum=60),
+    ActivityCancellationType.TRY_CANCEL,
+)
+
 CHECKS_TIMEOUT = timedelta(minutes=30)
 # Waiting on dependencies polls their states, backing off from the configured interval to this cap.
 DEPENDENCY_POLL_MAX = timedelta(minutes=5)
