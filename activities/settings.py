@@ -79,6 +79,23 @@ class ModelsConfig(BaseModel):
     breaker_open_seconds: float = Field(default=30, gt=0)
 
 
+NotifyEvent = Literal["BLOCKED", "DONE", "FAILED"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("BLOCKED", "DONE", "FAILED")
+
+
+class NotifyTarget(BaseModel):
+    """Where BLOCKED/DONE/FAILED notifications go: a JSON webhook, a Slack-compatible webhook or ntfy.
+
+    The URL is a secret (Slack and ntfy URLs carry their token): it stays in the worker's settings.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["webhook", "slack", "ntfy"]
+    url: SecretStr = Field(description="webhook URL, or the ntfy topic URL, e.g. https://ntfy.sh/my-topic")
+    events: list[NotifyEvent] = Field(default_factory=lambda: list(NOTIFY_EVENTS))
+
+
 def default_state_dir() -> Path:
     return Path(os.environ.get("TICKETFLOW_HOME", Path.home() / ".ticketflow"))
 
@@ -129,6 +146,14 @@ class Settings(BaseSettings):
     history_event_limit: int = Field(default=policy.HISTORY_EVENT_LIMIT, ge=50)
     repo_check_timeout_seconds: float = 20.0
 
+    # Observability (docs/operations.md). An empty address turns that endpoint off.
+    metrics_address: str = Field(default="127.0.0.1:9464", description="the worker's /metrics")
+    health_address: str = Field(default="127.0.0.1:9465", description="the worker's /healthz and /readyz")
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: str = "INFO"
+    otlp_endpoint: str | None = Field(default=None, description="else $OTEL_EXPORTER_OTLP_ENDPOINT")
+    notify: list[NotifyTarget] = Field(default_factory=list)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -165,4 +190,5 @@ class Settings(BaseSettings):
         """Values that must never appear in agent environments, logs, PR bodies or payloads."""
         tokens = (self.github_token, self.gitlab_token, self.gitea_token, self.webhook_secret)
         values = [t.get_secret_value() for t in tokens if t is not None]
+        values += [target.url.get_secret_value() for target in self.notify]
         return [v for v in values if len(v) >= 6]
