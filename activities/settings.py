@@ -8,11 +8,12 @@ the UI, so configuration and secrets stay out of them.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,16 +39,48 @@ class RepoConfig(BaseModel):
     api_url: str = "https://api.github.com"
 
 
+SandboxMode = Literal["auto", "required", "off"]
+# Variables that hold git host credentials: no agent may ever see them, whatever its pass_env says.
+FORBIDDEN_AGENT_ENV = re.compile(
+    r"^(TICKETFLOW_.*|GITHUB_TOKEN|GH_TOKEN|GITLAB_TOKEN|GITEA_TOKEN|.*_GIT_TOKEN)$"
+)
+
+
 class AgentConfig(BaseModel):
-    """A `command` agent: argv run in the worktree; `pass_env` names extra variables it may see."""
+    """One configured agent. `command`: argv run in the worktree; `claude`, `codex`, `aider`, `gemini`: that
+    CLI (from PATH, or `binary`); `ollama`: the native tool-calling loop (its model chain is the `code`
+    stage's). `pass_env` names extra variables it may see (e.g. ANTHROPIC_API_KEY)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["command", "ollama"] = "command"
+    kind: Literal["command", "ollama", "claude", "codex", "aider", "gemini"] = "command"
     command: list[str] = Field(default_factory=list)
     pass_env: list[str] = Field(default_factory=list)
-    # `ollama` agents: the native tool-calling loop; its model chain is the `code` stage's.
     max_turns: int = Field(default=40, ge=1)
+    binary: str | None = Field(default=None, description="path of the CLI; default: its name on PATH")
+    model: str | None = None
+    extra_args: list[str] = Field(default_factory=list, description="appended to the CLI's argv")
+    # Sandbox (bubblewrap): auto = use it when bwrap works, warn loudly otherwise; required = refuse to run
+    # without it; off = run directly.
+    sandbox: SandboxMode = "auto"
+    network: bool = Field(default=True, description="agents call their model APIs; tests run offline")
+    cpu_seconds: int = Field(default=6 * 3600, ge=0, description="RLIMIT_CPU per process; 0 = no limit")
+    memory_mb: int = Field(default=16 * 1024, ge=0, description="RLIMIT_AS per process; 0 = no limit")
+    file_size_mb: int = Field(default=2048, ge=0, description="RLIMIT_FSIZE per process; 0 = no limit")
+
+    @field_validator("pass_env")
+    @classmethod
+    def _no_git_tokens(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if FORBIDDEN_AGENT_ENV.match(name)]
+        if bad:
+            raise ValueError(f"{bad} may not be passed to an agent: git host tokens never reach agents")
+        return value
+
+    @model_validator(mode="after")
+    def _command_has_argv(self) -> AgentConfig:
+        if self.kind == "command" and not self.command:
+            raise ValueError("a `command` agent needs `command = [argv...]`")
+        return self
 
 
 class ProviderConfig(BaseModel):
@@ -137,6 +170,9 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
 
     agent_stall_seconds: float = Field(default=15 * 60, gt=0, description="no output this long = stalled")
+    # Test runs go through the same bubblewrap sandbox as agents, offline unless checks_network is set.
+    checks_sandbox: SandboxMode = "auto"
+    checks_network: bool = False
     checks_timeout_seconds: float = Field(default=policy.CHECKS_TIMEOUT.total_seconds(), gt=0)
     reminder_interval_seconds: float = Field(default=policy.REMINDER_INTERVAL.total_seconds(), gt=0)
     blocked_timeout_seconds: float = Field(default=policy.BLOCKED_TIMEOUT.total_seconds(), gt=0)

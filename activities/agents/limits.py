@@ -1,0 +1,158 @@
+"""Rate and usage limits in agent output: which kind, and when it resets.
+
+Pure functions of (text, now, local zone), so every message format we have seen has a fixture test
+(tests/agents/test_limits.py). The formats come from the agents' sources and issue reports, collected in
+docs/agents.md; vendors change them often, so each one is a separate, small pattern.
+
+usage  = a plan's quota (hours to days): the ticket waits durably until reset_at, then resumes the session.
+rate   = a short throttle (seconds to minutes): retried after retry_after seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+LimitKind = Literal["usage", "rate"]
+# Google's daily quotas roll over at midnight Pacific time.
+GOOGLE_QUOTA_ZONE = "America/Los_Angeles"
+# A "rate limit" asking for a longer wait than this is really a quota (Gemini's own rule).
+RATE_TO_USAGE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Limit:
+    kind: LimitKind
+    message: str
+    reset_at: datetime | None = None
+    retry_after: float | None = None
+
+
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, start=1)}
+_CLOCK = r"(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<ampm>[ap]\.?m\.?)"
+_ZONE = r"(?:\s*\((?P<zone>[A-Za-z_]+(?:/[A-Za-z0-9_+-]+)*)\))?"
+_DATE = r"(?P<month>[A-Za-z]{3})[a-z]*\.?\s+(?P<day>\d{1,2})(?:st|nd|rd|th)?,?(?:\s+(?P<year>\d{4}))?"
+
+# Claude Code, 2025 CLIs: "Claude AI usage limit reached|1750708800".
+_CLAUDE_EPOCH = re.compile(r"usage limit reached\s*\|\s*(?P<epoch>\d{9,11})", re.I)
+# Claude Code: "... limit will reset at 3pm (America/Bogota)", "... resets 8pm (Europe/Berlin)",
+# "... resets Apr 23 at 4pm (America/Recife)", "5-hour limit reached ∙ resets 12pm".
+_CLAUDE_CLOCK = re.compile(
+    rf"(?:resets?(?:\s+at)?|reset at)\s+(?:{_DATE}\s*(?:at\s+|,\s*)?)?{_CLOCK}{_ZONE}", re.I
+)
+_CLAUDE_USAGE = re.compile(
+    r"usage limit reached|you've hit your (?:\w+ )?limit|you have hit your (?:\w+ )?limit|"
+    r"(?:5-hour|five.hour|weekly|session|opus|sonnet) limit reached",
+    re.I,
+)
+# Codex: "You've hit your usage limit. ... try again at 3:28 PM." / "... at Aug 8th, 2026 12:30 PM."
+_CODEX_USAGE = re.compile(r"you've hit your usage limit", re.I)
+_CODEX_AT = re.compile(rf"try again at\s+(?:{_DATE}\s+)?{_CLOCK}", re.I)
+_QUOTA = re.compile(
+    r"quota exceeded|insufficient_quota|exhausted your capacity|capacity exceeded|MODEL_CAPACITY_EXHAUSTED|"
+    r"QUOTA_EXHAUSTED|TerminalQuotaError|spend limit|enforced_spend_limit_reached",
+    re.I,
+)
+# Gemini: "Please retry in 34.07s.", "Suggested retry after 60s."; HTTP: "Retry-After: 30".
+_RETRY_IN = re.compile(
+    r"(?:retry in|retry after|try again in|retry-after:?)\s*(?P<n>\d+(?:\.\d+)?)\s*"
+    r"(?P<unit>ms|milliseconds?|s|sec(?:ond)?s?|m|min(?:ute)?s?|h|hours?)?\b",
+    re.I,
+)
+_RATE = re.compile(
+    r"rate.?limit|too many requests|\b429\b|RetryableQuotaError|rate limited you|"
+    r"temporarily limiting requests|\b529\b|overloaded",
+    re.I,
+)
+
+
+def local_zone() -> tzinfo:
+    zone = datetime.now().astimezone().tzinfo
+    return zone if zone is not None else UTC
+
+
+def parse_limit(text: str, now: datetime, local: tzinfo | None = None) -> Limit | None:
+    """The limit a message reports, or None. `now` must be aware; `local` is the agent machine's zone."""
+    local = local or local_zone()
+    message = text.strip()[:500]
+    if found := _CLAUDE_EPOCH.search(text):
+        return Limit("usage", message, reset_at=datetime.fromtimestamp(int(found["epoch"]), tz=UTC))
+    if _CLAUDE_USAGE.search(text) and not _CODEX_USAGE.search(text):
+        found = _CLAUDE_CLOCK.search(text)
+        return Limit("usage", message, reset_at=_clock_reset(found, now, local) if found else None)
+    if _CODEX_USAGE.search(text):
+        found = _CODEX_AT.search(text)
+        return Limit("usage", message, reset_at=_clock_reset(found, now, local) if found else None)
+    retry = _retry_seconds(text)
+    if _QUOTA.search(text) or (retry is not None and retry > RATE_TO_USAGE_SECONDS):
+        if retry is not None:
+            return Limit("usage", message, reset_at=now + timedelta(seconds=retry))
+        return Limit("usage", message, reset_at=_google_midnight(now) if _is_google(text) else None)
+    if _RATE.search(text) or (retry is not None and re.search(r"retry|try again", text, re.I)):
+        return Limit("rate", message, retry_after=retry)
+    return None
+
+
+def reset_from_epoch(value: float | int | str | None) -> datetime | None:
+    """Structured resets (Claude's rate_limit_event.resetsAt, Codex's resets_at) are epoch seconds."""
+    if value is None or value == "":
+        return None
+    seconds = float(value)
+    return datetime.fromtimestamp(seconds / 1000 if seconds > 1e12 else seconds, tz=UTC)
+
+
+def _retry_seconds(text: str) -> float | None:
+    found = _RETRY_IN.search(text)
+    if not found:
+        return None
+    unit = (found["unit"] or "s").lower()
+    scale = 0.001 if unit.startswith("ms") or unit.startswith("milli") else 1.0
+    if unit.startswith("m") and not unit.startswith("ms") and not unit.startswith("milli"):
+        scale = 60.0
+    if unit.startswith("h"):
+        scale = 3600.0
+    return float(found["n"]) * scale
+
+
+def _zone(name: str | None, fallback: tzinfo) -> tzinfo:
+    if not name:
+        return fallback
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return fallback
+
+
+def _clock_reset(found: re.Match[str], now: datetime, local: tzinfo) -> datetime:
+    """A wall-clock reset in its zone; without a date it is the next such time (tomorrow if already past)."""
+    zone = _zone(found.groupdict().get("zone"), local)
+    hour = int(found["hour"]) % 12 + (12 if found["ampm"].lower().startswith("p") else 0)
+    clock = time(hour, int(found["minute"] or 0))
+    here = now.astimezone(zone)
+    if found["month"] and found["month"][:3].lower() in _MONTHS:
+        year = int(found["year"]) if found["year"] else here.year
+        day = date(year, _MONTHS[found["month"][:3].lower()], int(found["day"]))
+        candidate = datetime.combine(day, clock, tzinfo=zone)
+        if not found["year"] and candidate < here - timedelta(days=1):
+            candidate = candidate.replace(year=year + 1)  # "Jan 2" seen on Dec 30
+        return candidate.astimezone(UTC)
+    candidate = datetime.combine(here.date(), clock, tzinfo=zone)
+    if candidate <= here:
+        candidate = datetime.combine(here.date() + timedelta(days=1), clock, tzinfo=zone)
+    return candidate.astimezone(UTC)
+
+
+def _is_google(text: str) -> bool:
+    return bool(
+        re.search(r"gemini|google|QUOTA_EXHAUSTED|TerminalQuotaError|exhausted your capacity", text, re.I)
+    )
+
+
+def _google_midnight(now: datetime) -> datetime:
+    zone = ZoneInfo(GOOGLE_QUOTA_ZONE)
+    here = now.astimezone(zone)
+    return datetime.combine(here.date() + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)

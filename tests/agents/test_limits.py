@@ -1,0 +1,131 @@
+"""Every limit message format we know (docs/agents.md) parses to its kind and reset time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from activities.agents.limits import parse_limit, reset_from_epoch
+
+NOW = datetime(2026, 8, 8, 10, 0, tzinfo=UTC)  # 12:00 in Berlin, 03:00 in Los Angeles
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def at(zone: str, year: int, month: int, day: int, hour: int, minute: int) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+USAGE_CASES = [
+    # Claude Code
+    ("Claude AI usage limit reached|1750708800", datetime.fromtimestamp(1750708800, tz=UTC)),
+    (
+        "Claude usage limit reached. Your limit will reset at 3pm (America/Bogota).",
+        at("America/Bogota", 2026, 8, 8, 15, 0),
+    ),
+    (
+        "5-hour limit reached ∙ resets 12pm",
+        at("Europe/Berlin", 2026, 8, 9, 12, 0),
+    ),  # 12pm Berlin is now: next day
+    ("You've hit your limit · resets 8pm (Europe/Berlin)", at("Europe/Berlin", 2026, 8, 8, 20, 0)),
+    (
+        "You've hit your limit · resets 9am (Europe/Berlin)",
+        at("Europe/Berlin", 2026, 8, 9, 9, 0),
+    ),  # past: tomorrow
+    (
+        "You've hit your limit · resets Apr 23 at 4pm (America/Recife)",
+        at("America/Recife", 2027, 4, 23, 16, 0),  # April is behind us: next year's
+    ),
+    (
+        "You've hit your limit · resets Aug 12 at 4pm (America/Recife)",
+        at("America/Recife", 2026, 8, 12, 16, 0),
+    ),
+    (
+        "You've hit your session limit · resets 12:50am (America/Los_Angeles)",
+        at("America/Los_Angeles", 2026, 8, 9, 0, 50),
+    ),
+    ("You've hit your weekly limit · resets Aug 11, 5pm (Asia/Tokyo)", at("Asia/Tokyo", 2026, 8, 11, 17, 0)),
+    # Codex (local time of the machine running it; here Berlin)
+    ("You've hit your usage limit. Try again at 3:28 PM.", at("Europe/Berlin", 2026, 8, 8, 15, 28)),
+    ("You've hit your usage limit. Try again at 11:05 AM.", at("Europe/Berlin", 2026, 8, 9, 11, 5)),
+    (
+        "You've hit your usage limit. Upgrade to Pro (https://chatgpt.com/explore/pro), visit "
+        "https://chatgpt.com/codex/settings/usage to purchase more credits or try again at "
+        "Aug 8th, 2026 12:30 PM.",
+        at("Europe/Berlin", 2026, 8, 8, 12, 30),
+    ),
+    (
+        "You've hit your usage limit. To get more access now, send a request to your admin or try again at "
+        "Sep 1st, 2026 9:00 AM.",
+        at("Europe/Berlin", 2026, 9, 1, 9, 0),
+    ),
+    ("You've hit your usage limit. Try again later.", None),
+    ("Quota exceeded. Check your plan and billing details.", None),
+    # Gemini CLI
+    (
+        "TerminalQuotaError: You have exhausted your capacity on this model. "
+        "Your quota will reset after 3h20m.",
+        None,  # replaced below: no parsable delay -> next midnight Pacific
+    ),
+    (
+        "RetryableQuotaError: Quota exceeded for gemini-2.5-pro. Please retry in 3600s.",
+        NOW + timedelta(hours=1),
+    ),
+]
+USAGE_CASES[-2] = (USAGE_CASES[-2][0], at("America/Los_Angeles", 2026, 8, 9, 0, 0))
+
+
+@pytest.mark.parametrize(("message", "reset"), USAGE_CASES, ids=[c[0][:48] for c in USAGE_CASES])
+def test_usage_limits_parse_to_their_reset(message: str, reset: datetime | None) -> None:
+    limit = parse_limit(message, NOW, BERLIN)
+    assert limit is not None and limit.kind == "usage", limit
+    assert limit.reset_at == reset
+
+
+RATE_CASES = [
+    ("Please retry in 34.07s.", 34.07),
+    ("RetryableQuotaError: Resource exhausted. Suggested retry after 60s.", 60.0),
+    (
+        "litellm.RateLimitError: The API provider has rate limited you. "
+        "Try again later or check your quotas.",
+        None,
+    ),
+    ("API Error: Server is temporarily limiting requests (not your usage limit)", None),
+    ('API Error: 529 {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}', None),
+    ('429 {"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens"}}', None),
+    ("HTTP 429 Too Many Requests, retry-after: 12", 12.0),
+]
+
+
+@pytest.mark.parametrize(("message", "retry"), RATE_CASES, ids=[c[0][:48] for c in RATE_CASES])
+def test_rate_limits_parse_to_their_delay(message: str, retry: float | None) -> None:
+    limit = parse_limit(message, NOW, BERLIN)
+    assert limit is not None and limit.kind == "rate", limit
+    assert limit.retry_after == pytest.approx(retry) if retry is not None else limit.retry_after is None
+
+
+def test_ordinary_output_is_no_limit() -> None:
+    for text in (
+        "Edited calc.py",
+        "All 4 tests passed",
+        "I will retry the test command",
+        "limits.py updated",
+    ):
+        assert parse_limit(text, NOW, BERLIN) is None
+
+
+def test_a_long_retry_is_a_usage_limit() -> None:
+    limit = parse_limit("Please retry in 7200s.", NOW, BERLIN)
+    assert limit is not None and limit.kind == "usage" and limit.reset_at == NOW + timedelta(hours=2)
+
+
+def test_epoch_resets_in_seconds_or_milliseconds() -> None:
+    assert reset_from_epoch(1755772800) == datetime(2025, 8, 21, 10, 40, tzinfo=UTC)
+    assert reset_from_epoch("1755772800000") == datetime(2025, 8, 21, 10, 40, tzinfo=UTC)
+    assert reset_from_epoch(None) is None
+
+
+def test_unknown_zone_falls_back_to_local() -> None:
+    limit = parse_limit("You've hit your limit · resets 8pm (Mars/Olympus)", NOW, BERLIN)
+    assert limit is not None and limit.reset_at == at("Europe/Berlin", 2026, 8, 8, 20, 0)
