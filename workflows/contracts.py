@@ -516,3 +516,18 @@ class NotifyRequest(Model):
     unblock_command: str | None = None
     workflow_id: str = ""
     trace_id: str | None = None
+
+
+# ------------------------------------------------------------------------------------------ intake
+
+
+class IntakePollRequest(Model):
+    """One scheduled poll of the configured ticket sources (specs as in docs/intake.md)."""
+
+    sources: list[str] = Field(default_factory=list)
+
+
+class IntakePollResult(Model):
+    started: list[str] = Field(default_factory=list)
+    rejected: list[str] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)

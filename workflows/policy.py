@@ -85,6 +85,10 @@ NOTIFY = ActivityPolicy(
     _retry(6, initial=2, maximum=60),
     ActivityCancellationType.TRY_CANCEL,
 )
+# One scheduled intake poll: reading every source and starting its new tickets.
+POLL_SOURCES = ActivityPolicy("poll_sources", timedelta(minutes=10), None, _retry(3, initial=10, maximum=120))
+INTAKE_WORKFLOW_TYPE = "IntakeWorkflow"
+INTAKE_SCHEDULE_ID = "ticketflow-intake"
 
 CHECKS_TIMEOUT = timedelta(minutes=30)
 # Waiting on dependencies polls their states, backing off from the configured interval to this cap.
