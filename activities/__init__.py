@@ -9,10 +9,12 @@ from activities.agent import AgentActivities
 from activities.checks import CheckActivities
 from activities.classify import classify
 from activities.dependencies import dependency_states
+from activities.intake import IntakeActivities
 from activities.pull_request import PullRequestActivities
 from activities.review import ReviewActivities
 from activities.settings import Settings
 from activities.workspace import WorkspaceActivities
+from activities.writeback import WriteBackActivities
 
 
 def build_activities(settings: Settings) -> list[Callable[..., Any]]:
@@ -24,4 +26,6 @@ def build_activities(settings: Settings) -> list[Callable[..., Any]]:
         CheckActivities(settings).run_checks,
         ReviewActivities(settings).review,
         PullRequestActivities(settings).open_pr,
+        WriteBackActivities(settings).write_back,
+        IntakeActivities(settings).poll_sources,
     ]

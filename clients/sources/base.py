@@ -1,0 +1,104 @@
+"""What every ticket source (Backlog.md folder, beads repo, GitHub issues) offers intake and write-back.
+
+A source spec is one string: `KIND:LOCATION[?key=value&...]` (docs/intake.md). Each ticket a source
+yields carries `source = "<spec>#<item>"`, which is all write-back needs to find the item again, so the
+write_back activity reads no intake state.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import parse_qsl, urlencode
+
+from workflows.contracts import Ticket, TicketState, WriteBackResult
+
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+MAX_ID = 63
+
+
+class SourceError(Exception):
+    """A source cannot be read or written; `retryable` tells write-back whether trying later may help."""
+
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str
+    location: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    def render(self) -> str:
+        query = f"?{urlencode(sorted(self.params.items()))}" if self.params else ""
+        return f"{self.kind}:{self.location}{query}"
+
+    def item_ref(self, item: str) -> str:
+        """The ticket.source value of one item of this source."""
+        return f"{self.render()}#{item}"
+
+
+def parse_spec(text: str) -> SourceSpec:
+    kind, sep, rest = text.strip().partition(":")
+    if not sep or not kind.isalpha() or not rest:
+        raise SourceError(f"source {text!r} is not KIND:LOCATION (e.g. backlog:./backlog, github:acme/app)")
+    location, _, query = rest.partition("?")
+    try:
+        params = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+    except ValueError as exc:
+        raise SourceError(f"source {text!r}: cannot read its ?key=value options") from exc
+    return SourceSpec(kind.lower(), location, params)
+
+
+def split_item_ref(ref: str) -> tuple[SourceSpec, str]:
+    """`backlog:/x/backlog#todo/task-3.md` -> (spec, "todo/task-3.md")."""
+    spec_text, sep, item = ref.rpartition("#")
+    if not sep or not item:
+        raise SourceError(f"ticket source {ref!r} names no item (expected SPEC#ITEM)")
+    return parse_spec(spec_text), item
+
+
+def ticket_id_from(*parts: str) -> str:
+    """A valid ticket id from a source's own ids: unsafe characters become '-', the tail is kept."""
+    raw = "-".join(_UNSAFE_ID_CHARS.sub("-", p).strip("-_") for p in parts if p)
+    raw = raw.strip("-_") or "ticket"
+    return raw[-MAX_ID:].lstrip("-_") or "ticket"
+
+
+@dataclass
+class Fetched:
+    tickets: list[Ticket] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class TicketSource(Protocol):
+    spec: SourceSpec
+
+    async def fetch(self) -> Fetched:
+        """The open tickets of this source (ticket.source set), and one clear error per bad item."""
+        ...
+
+    async def known_ids(self) -> set[str]:
+        """Ids of items the source knows, finished ones included (dependencies may name them)."""
+        ...
+
+    async def mark_started(self, ticket: Ticket) -> None:
+        """Note in the source that the ticket now runs (e.g. move todo/ -> doing/); idempotent."""
+        ...
+
+    async def write_back(
+        self, ticket: Ticket, state: TicketState, pr_url: str | None, reason: str
+    ) -> WriteBackResult:
+        """Report the outcome in the source; doing it twice changes nothing the second time."""
+        ...
+
+
+def outcome_line(state: TicketState, pr_url: str | None, reason: str) -> str:
+    """One human line for notes and comments."""
+    if state is TicketState.DONE:
+        return f"ticketflow: DONE, pull request {pr_url}" if pr_url else "ticketflow: DONE"
+    return f"ticketflow: {state.value}" + (f": {reason}" if reason else "")

@@ -1,0 +1,213 @@
+"""beads (`bd`) issue trackers: `.beads/*.jsonl`, one issue per line, read directly.
+
+Open and in-progress issues become tickets; `blocks` dependencies become depends_on; beads priority 0-4
+maps to ticket priority 1-5. Write-back uses the `bd` CLI when it is on PATH (so its database stays in
+step) and otherwise rewrites the one JSONL line itself, under a lock and through an atomic rename, with
+every other line and field left byte-for-byte as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from clients.sources.base import Fetched, SourceError, SourceSpec, outcome_line, ticket_id_from
+from clients.ticket_files import explain
+from workflows.contracts import Ticket, TicketState, WriteBackResult
+
+OPEN_STATUSES = ("open", "in_progress")
+BD_TIMEOUT = 60.0
+
+
+def beads_dir(location: str) -> Path:
+    path = Path(location).expanduser().resolve()
+    folder = path if path.name == ".beads" else path / ".beads"
+    if not folder.is_dir():
+        raise SourceError(f"{path} has no .beads folder; is it a beads repository?")
+    return folder
+
+
+def _read_issues(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+    issues: list[tuple[Path, dict[str, Any]]] = []
+    for path in sorted(folder.glob("*.jsonl")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SourceError(f"{path}:{number}: not a JSON line ({exc.msg})") from exc
+            if isinstance(record, dict) and {"id", "title", "status"} <= record.keys():
+                issues.append((path, record))
+    return issues
+
+
+class BeadsSource:
+    def __init__(self, spec: SourceSpec) -> None:
+        self.folder = beads_dir(spec.location)
+        self.spec = SourceSpec("beads", str(self.folder.parent), spec.params)
+
+    async def fetch(self) -> Fetched:
+        return await asyncio.to_thread(self._fetch)
+
+    def _fetch(self) -> Fetched:
+        found = Fetched()
+        for _, issue in _read_issues(self.folder):
+            if issue.get("status") not in OPEN_STATUSES or issue.get("issue_type") == "epic":
+                continue
+            try:
+                found.tickets.append(self._ticket(issue))
+            except ValidationError as exc:
+                found.errors.append(f"bead {issue['id']}: {explain(exc)}")
+        return found
+
+    def _ticket(self, issue: dict[str, Any]) -> Ticket:
+        deps = [
+            ticket_id_from(str(d.get("depends_on_id", "")))
+            for d in issue.get("dependencies") or []
+            if isinstance(d, dict) and d.get("type", "blocks") == "blocks" and d.get("depends_on_id")
+        ]
+        priority = issue.get("priority", 2)
+        body = "\n\n".join(
+            str(issue[k]) for k in ("description", "design", "acceptance_criteria") if issue.get(k)
+        )
+        return Ticket.model_validate(
+            {
+                "id": ticket_id_from(str(issue["id"])),
+                "title": str(issue["title"]),
+                "body": body or str(issue["title"]),
+                "repo": self.spec.params.get("repo") or str(self.folder.parent),
+                "base_branch": self.spec.params.get("base") or "main",
+                "labels": [str(label) for label in issue.get("labels") or []],
+                "priority": min(5, max(1, int(priority) + 1)) if isinstance(priority, int) else 3,
+                "depends_on": [d for d in deps if d != ticket_id_from(str(issue["id"]))],
+                "source": self.spec.item_ref(str(issue["id"])),
+            }
+        )
+
+    async def known_ids(self) -> set[str]:
+        issues = await asyncio.to_thread(_read_issues, self.folder)
+        return {ticket_id_from(str(issue["id"])) for _, issue in issues}
+
+    async def mark_started(self, ticket: Ticket) -> None:
+        bead = _bead_id(ticket)
+        await self._apply(bead, {"status": "in_progress"}, None, only_if=("open",))
+
+    async def write_back(
+        self, ticket: Ticket, state: TicketState, pr_url: str | None, reason: str
+    ) -> WriteBackResult:
+        bead = _bead_id(ticket)
+        note = outcome_line(state, pr_url, reason)
+        # A failed bead is parked as blocked, so `bd ready` does not hand it to the next agent either.
+        status = {TicketState.DONE: "closed", TicketState.CANCELLED: "open"}.get(state, "blocked")
+        return await self._apply(bead, {"status": status}, note, only_if=None)
+
+    async def _apply(
+        self, bead: str, fields: dict[str, str], note: str | None, *, only_if: tuple[str, ...] | None
+    ) -> WriteBackResult:
+        if shutil.which("bd"):
+            return await self._with_bd(bead, fields["status"], note, only_if)
+        return await asyncio.to_thread(self._rewrite, bead, fields, note, only_if)
+
+    async def _with_bd(
+        self, bead: str, status: str, note: str | None, only_if: tuple[str, ...] | None
+    ) -> WriteBackResult:
+        current = next((i for _, i in _read_issues(self.folder) if i["id"] == bead), None)
+        if current is None:
+            raise SourceError(f"bead {bead} is not in {self.folder}")
+        if (only_if and current["status"] not in only_if) or (
+            current["status"] == status and (note is None or note in str(current.get("notes", "")))
+        ):
+            return WriteBackResult(changed=False, action=f"bead {bead} already {current['status']}")
+        if status == "closed":
+            argv = ["bd", "close", bead, "--reason", note or "done by ticketflow"]
+        else:
+            argv = ["bd", "update", bead, "--status", status]
+            argv += ["--append-notes", note] if note else []
+        await _run_bd(argv, self.folder.parent)
+        return WriteBackResult(changed=True, action=f"bead {bead} -> {status} (bd)")
+
+    def _rewrite(
+        self, bead: str, fields: dict[str, str], note: str | None, only_if: tuple[str, ...] | None
+    ) -> WriteBackResult:
+        for path in sorted(self.folder.glob("*.jsonl")):
+            with open(path.with_name(path.name + ".lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                result = _rewrite_line(path, bead, fields, note, only_if)
+            if result is not None:
+                return result
+        raise SourceError(f"bead {bead} is not in {self.folder}")
+
+
+def _rewrite_line(
+    path: Path, bead: str, fields: dict[str, str], note: str | None, only_if: tuple[str, ...] | None
+) -> WriteBackResult | None:
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict) or record.get("id") != bead:
+            continue
+        if only_if and record.get("status") not in only_if:
+            return WriteBackResult(changed=False, action=f"bead {bead} already {record.get('status')}")
+        updated = _updated(record, fields, note)
+        if updated == record:
+            return WriteBackResult(changed=False, action=f"bead {bead} already {record.get('status')}")
+        lines[index] = json.dumps(updated, ensure_ascii=False, separators=(",", ":")) + "\n"
+        temp = path.with_name(f".{path.name}.tmp")
+        temp.write_text("".join(lines), encoding="utf-8")
+        os.replace(temp, path)
+        return WriteBackResult(changed=True, action=f"bead {bead} -> {updated['status']}", location=str(path))
+    return None
+
+
+def _updated(record: dict[str, Any], fields: dict[str, str], note: str | None) -> dict[str, Any]:
+    notes = str(record.get("notes") or "")
+    changes: dict[str, Any] = {k: v for k, v in fields.items() if record.get(k) != v}
+    if note and note not in notes:
+        changes["notes"] = f"{notes}\n{note}".strip("\n")
+    if not changes:
+        return record
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    if changes.get("status") == "closed":
+        changes.update(closed_at=now, close_reason=note or "done by ticketflow")
+    return {**record, **changes, "updated_at": now}
+
+
+def _bead_id(ticket: Ticket) -> str:
+    if not ticket.source:
+        raise SourceError(f"ticket {ticket.id} has no source")
+    return ticket.source.rpartition("#")[2]
+
+
+async def _run_bd(argv: list[str], cwd: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, err = await asyncio.wait_for(proc.communicate(), BD_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise SourceError(
+            f"`{' '.join(argv[:3])}` did not finish in {BD_TIMEOUT:.0f}s", retryable=True
+        ) from None
+    if proc.returncode != 0:
+        tail = err.decode(errors="replace").strip().splitlines()
+        raise SourceError(
+            f"`{' '.join(argv[:3])}` failed: {tail[-1] if tail else proc.returncode}", retryable=True
+        )
