@@ -51,8 +51,12 @@ def resolve_repo(name: str, settings: Settings) -> ResolvedRepo:
         )
     if _looks_like_url(name):
         return ResolvedRepo(name=name, url=name)
-    path = Path(name).expanduser()
-    if path.exists():
+    try:
+        path: Path | None = Path(name).expanduser()
+        exists = path is not None and path.exists()
+    except (RuntimeError, OSError):  # ~nosuchuser, names longer than the file system allows
+        exists = False
+    if exists and path is not None:
         return ResolvedRepo(name=name, url=str(path.resolve()))
     known = ", ".join(sorted(settings.repos)) or "none configured"
     raise RepoError(
@@ -66,6 +70,15 @@ def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "LC_ALL": "C"})
     env.update(extra or {})
     return env
+
+
+def _git_reason(stderr: str) -> str:
+    """git's own one-line reason: its first fatal/error line, else its last line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if line.lower().startswith(("fatal:", "error:")):
+            return line
+    return lines[-1] if lines else "git failed"
 
 
 async def check_reachable(repo: ResolvedRepo, base_branch: str, timeout: float) -> None:
@@ -89,7 +102,8 @@ async def check_reachable(repo: ResolvedRepo, base_branch: str, timeout: float) 
         await proc.wait()
         raise RepoError(f"repository {repo.name!r} did not answer within {timeout:.0f}s") from exc
     if proc.returncode != 0:
-        detail = err.decode(errors="replace").strip().splitlines()
-        raise RepoError(f"repository {repo.name!r} is unreachable: {detail[-1] if detail else 'git failed'}")
+        raise RepoError(
+            f"repository {repo.name!r} is unreachable: {_git_reason(err.decode(errors='replace'))}"
+        )
     if f"refs/heads/{base_branch}" not in out.decode(errors="replace"):
         raise RepoError(f"repository {repo.name!r} has no branch {base_branch!r}")

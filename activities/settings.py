@@ -133,7 +133,7 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("TICKETFLOW_HOME", Path.home() / ".ticketflow"))
 
 
-def _config_file() -> Path | None:
+def config_file() -> Path | None:
     explicit = os.environ.get("TICKETFLOW_CONFIG")
     if explicit:
         return Path(explicit)
@@ -200,9 +200,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = _config_file()
-        if config_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        config_path = config_file()
+        if config_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_path))
         return tuple(sources)
 
     # Derived locations: everything ticketflow writes lives under state_dir.

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -16,11 +17,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from activities.settings import Settings
-from clients import devserver, tickets
+from activities.settings import Settings, config_file
+from clients import devserver, intake_commands, tickets
 from clients.connect import TemporalUnavailable, connect
-from clients.ticket_files import TicketError, explain, load_ticket_file, parse_ticket
-from workflows.contracts import Ticket
+from clients.ticket_files import TicketError, explain, load_ticket_file
+from workflows.contracts import Ticket, slugify
 
 USER_ERRORS = (
     TicketError,
@@ -84,17 +85,23 @@ def _tickets_from_args(args: argparse.Namespace) -> list[Ticket]:
         raise TicketError(
             f"give a ticket FILE, or all of --title, --body and --repo (missing: {', '.join(missing)})"
         )
-    fields = {"title": args.title, "body": args.body, "repo": args.repo}
-    if args.id:
-        fields["id"] = args.id
-    text = "\n".join(f"{k}: {json.dumps(v)}" for k, v in fields.items() if k != "body")
-    return [parse_ticket(f"---\n{text}\n---\n{args.body}", args.id or args.title)]
+    fields = {
+        "title": args.title,
+        "body": args.body,
+        "repo": args.repo,
+        "id": args.id or slugify(args.title, 60),
+    }
+    try:
+        return [Ticket.model_validate(fields)]
+    except ValidationError as exc:
+        raise TicketError(f"--title/--body/--repo: {explain(exc)}") from exc
 
 
 async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    batch = _tickets_from_args(args)
+    # Every ticket is checked (repository included) before anything starts or connects.
+    batch = [await tickets.validate_repo(ticket, settings) for ticket in _tickets_from_args(args)]
     client = await connect(settings)
-    results = [await tickets.submit(client, settings, ticket) for ticket in batch]
+    results = [await tickets.submit(client, settings, ticket, check_repo=False) for ticket in batch]
     if args.json:
         _print_json([asdict(r) for r in results])
         return 0
@@ -263,22 +270,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true", help="follow the newest log")
     p = command("demo", cmd_demo, "run the example backlog end to end on a local dev server", False)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the tickets")
+    intake_commands.add_commands(command)
     return parser
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {explain(exc)}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid configuration: {config_file()}: {exc}") from exc
+
+
+class ConfigError(Exception):
+    pass
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings()
+        settings = load_settings()
         outcome = args.handler(args, settings)
         if asyncio.iscoroutine(outcome):
             outcome = asyncio.run(outcome)
         return int(outcome)
     except KeyboardInterrupt:
         return 130
-    except ValidationError as exc:
-        print(f"error: invalid configuration: {explain(exc)}", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ValidationError as exc:
+        print(f"error: {explain(exc)}", file=sys.stderr)
+        return 1
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -41,7 +41,10 @@ class TicketError(Exception):
 def explain(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "ticket"
+        where = ".".join(
+            str(p) if isinstance(p, int) or str(p).isprintable() else repr(p) for p in item["loc"]
+        )
+        where = where or "ticket"
         message = str(item["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
@@ -53,13 +56,17 @@ def _priority(value: Any) -> Any:
     return value
 
 
-def _models(meta: dict[str, Any]) -> dict[str, Any]:
+def _models(meta: dict[str, Any]) -> Any:
+    """Backlog.md's modelPreference/suggestedModels become the code stage's chain."""
     models = meta.pop("models", None) or {}
-    preferred = meta.pop("modelPreference", None) or meta.pop("suggestedModels", None)
-    if preferred:
-        models = dict(models) if isinstance(models, dict) else {}
-        models.setdefault("code", [preferred] if isinstance(preferred, str) else list(preferred))
-    return models if isinstance(models, dict) else {"code": models}
+    preference, suggested = meta.pop("modelPreference", None), meta.pop("suggestedModels", None)
+    preferred = preference or suggested
+    if preferred and isinstance(models, dict):
+        models = dict(models)
+        models.setdefault("code", [preferred] if isinstance(preferred, str) else preferred)
+    if isinstance(models, list):
+        return {"code": models}
+    return models  # anything malformed is left for the model's validation to explain
 
 
 def _split(text: str, origin: str) -> tuple[dict[str, Any], str]:
@@ -90,10 +97,15 @@ def parse_ticket(text: str, origin: str, defaults: dict[str, Any] | None = None)
     heading, body = _title_from_body(body) if "title" not in meta else (None, body)
     fields: dict[str, Any] = {**(defaults or {}), **meta}
     fields.setdefault("title", heading or "")
-    fields.setdefault("id", slugify(Path(origin).stem, 60) or "")
+    if fields.get("id") is None:
+        fields["id"] = slugify(Path(origin).stem, 60)
+    if not isinstance(fields["id"], str | int) or isinstance(fields["id"], bool):
+        raise TicketError(f"{origin}: id: must be a string or a number")
     fields["id"] = str(fields["id"])
-    fields["body"] = body.strip() or str(fields.pop("description", "") or "")
-    fields.pop("description", None)
+    description = fields.pop("description", None) or ""
+    if not isinstance(description, str):
+        raise TicketError(f"{origin}: description: must be text")
+    fields["body"] = body.strip() or description
     if "priority" in fields:
         fields["priority"] = _priority(fields["priority"])
     fields["models"] = _models(fields)

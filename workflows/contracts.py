@@ -72,14 +72,17 @@ def slugify(text: str, limit: int = SLUG_MAX) -> str:
 
 
 def _has_control_chars(text: str) -> bool:
-    return any(unicodedata.category(ch) == "Cc" for ch in text)
+    """Control characters, line/paragraph separators and lone surrogates: none belong in one line."""
+    return any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in text)
 
 
 def is_safe_ref_name(ref: str) -> bool:
     """The subset of `git check-ref-format` rules we accept for base branches."""
     if not ref or len(ref) > 200 or ref.startswith(("-", "/")) or ref.endswith(("/", ".", ".lock")):
         return False
-    if ".." in ref or "//" in ref or "@{" in ref or _has_control_chars(ref):
+    if ".." in ref or "//" in ref or "@{" in ref or ref == "HEAD" or _has_control_chars(ref):
+        return False
+    if any(part.startswith(".") or part.endswith(".lock") for part in ref.split("/")):
         return False
     return not any(ch in ref for ch in " ~^:?*[\\")
 
@@ -130,7 +133,7 @@ class Ticket(Model):
         if _has_control_chars(value):
             raise ValueError("must be one line without control characters")
         if not slugify(value):
-            raise ValueError("needs at least one letter or digit (it names the branch)")
+            raise ValueError("needs at least one ASCII letter or digit (it names the branch)")
         return value
 
     @field_validator("body")
