@@ -13,14 +13,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+)
 from temporalio.exceptions import ApplicationError
 
 from activities.settings import Settings
 from clients import tickets
-from clients.sources import SourceError, TicketSource
+from clients.sources import Fetched, SourceError, TicketSource, open_source
 from workflows import policy
-from workflows.contracts import Ticket, workflow_id_for
+from workflows.contracts import IntakePollRequest, Ticket, workflow_id_for
 
 
 @dataclass
@@ -126,10 +138,16 @@ async def workflow_exists(client: Client, ticket_id: str) -> bool:
 
 
 async def run_intake(
-    client: Client, settings: Settings, source: TicketSource, *, dry_run: bool = False
+    client: Client,
+    settings: Settings,
+    source: TicketSource,
+    *,
+    dry_run: bool = False,
+    fetched: Fetched | None = None,
 ) -> IntakeReport:
+    """Start the source's new tickets (or the given `fetched` ones, e.g. from a webhook event)."""
     report = IntakeReport(source=source.spec.render())
-    fetched = await source.fetch()
+    fetched = fetched if fetched is not None else await source.fetch()
     report.errors += fetched.errors
     batch_ids = {t.id for t in fetched.tickets}
     outside = {d for t in fetched.tickets for d in t.depends_on} - batch_ids
@@ -234,3 +252,40 @@ async def retry_failed(
                 item.retried = f"not retried: {exc}"
         found.append(item)
     return found
+
+
+# ---------------------------------------------------------------------------------------- schedule
+
+
+def _schedule(settings: Settings, sources: list[str]) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            policy.INTAKE_WORKFLOW_TYPE,
+            IntakePollRequest(sources=sources),
+            id=f"{policy.INTAKE_SCHEDULE_ID}-poll",
+            task_queue=settings.task_queue,
+            static_summary=f"intake poll of {len(sources)} source(s)",
+        ),
+        spec=ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(minutes=settings.intake_interval_minutes))]
+        ),
+        # A slow poll is never stacked behind another one: the next tick simply skips.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def ensure_schedule(client: Client, settings: Settings, sources: list[str] | None = None) -> str:
+    """Create the intake Schedule, or update it to today's sources and interval (idempotent)."""
+    chosen = list(sources if sources is not None else settings.sources)
+    if not chosen:
+        raise SourceError("no sources to poll: list them under `sources` in the configuration")
+    for text in chosen:
+        open_source(text, settings)  # a typo fails here, not in every poll
+    schedule = _schedule(settings, chosen)
+    try:
+        await client.create_schedule(policy.INTAKE_SCHEDULE_ID, schedule)
+        return "created"
+    except ScheduleAlreadyRunningError:
+        handle = client.get_schedule_handle(policy.INTAKE_SCHEDULE_ID)
+        await handle.update(lambda _current: ScheduleUpdate(schedule=schedule))
+        return "updated"

@@ -1,0 +1,107 @@
+"""CLI commands of intake and recovery: `ticketflow intake`, `retry-failed` and `webhook`.
+
+They live here rather than in clients/cli.py so that module only registers them (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from activities.settings import Settings
+from clients import intake, tickets
+from clients.connect import connect
+from clients.sources import SourceError, open_source
+
+CommandAdder = Callable[..., argparse.ArgumentParser]
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+async def cmd_intake(args: argparse.Namespace, settings: Settings) -> int:
+    texts = args.sources or settings.sources
+    try:
+        if not texts:
+            raise SourceError(
+                "name a SOURCE (a Backlog.md folder, a beads repo, github:OWNER/REPO) or configure `sources`"
+            )
+        sources = [open_source(text, settings) for text in texts]
+        client = await connect(settings)
+        if args.schedule:
+            outcome = await intake.ensure_schedule(client, settings, args.sources or None)
+            every = settings.intake_interval_minutes
+            print(f"intake schedule {outcome}: polls {len(texts)} source(s) every {every:g} min")
+            return 0
+        reports = [await intake.run_intake(client, settings, s, dry_run=args.dry_run) for s in sources]
+    except SourceError as exc:
+        raise tickets.TicketOperationError(str(exc)) from exc
+    if args.json:
+        _print_json([asdict(r) for r in reports])
+    else:
+        _print_reports(reports, "would start" if args.dry_run else "started")
+    return 1 if any(r.errors or r.rejected for r in reports) else 0
+
+
+def _print_reports(reports: list[intake.IntakeReport], verb: str) -> None:
+    for r in reports:
+        print(
+            f"{r.source}: {verb} {len(r.started)}, already known {len(r.existing)}, refused {len(r.rejected)}"
+        )
+        for ticket_id in r.started:
+            print(f"  {verb} {ticket_id}")
+        for line in r.rejected:
+            print(f"  refused {line}")
+        for line in r.errors:
+            print(f"  error: {line}", file=sys.stderr)
+
+
+async def cmd_retry_failed(args: argparse.Namespace, settings: Settings) -> int:
+    found = await intake.retry_failed(
+        await connect(settings),
+        settings,
+        dry_run=args.dry_run,
+        max_age_days=args.max_age_days,
+        ticket_id=args.id,
+    )
+    if args.json:
+        _print_json([asdict(f) for f in found])
+        return 0
+    if not found:
+        print("no FAILED tickets in that window")
+    for f in found:
+        action = f.retried or ("would retry" if f.kind == intake.TRANSIENT else f"left alone ({f.kind})")
+        print(f"{f.ticket_id:<24} {f.kind:<10} {action}\n    {f.reason[:200]}")
+    return 0
+
+
+async def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
+    from clients.webhook import serve_webhook
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        await serve_webhook(settings, args.host, args.port)
+    except SourceError as exc:
+        raise tickets.TicketOperationError(str(exc)) from exc
+    return 0
+
+
+def add_commands(command: CommandAdder) -> None:
+    """Register the commands with cli.build_parser's `command(name, handler, help, json_flag)` helper."""
+    p = command("intake", cmd_intake, "start the new tickets of ticket sources (see docs/intake.md)")
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="default: the configured sources")
+    p.add_argument("--dry-run", action="store_true", help="list what would start")
+    p.add_argument("--schedule", action="store_true", help="create/update the Schedule that polls them")
+    p = command("retry-failed", cmd_retry_failed, "re-run FAILED tickets whose failure was transient")
+    p.add_argument("--dry-run", action="store_true", help="list failed tickets and what would happen")
+    p.add_argument("--max-age-days", type=float, default=7.0, help="only tickets failed this recently")
+    p.add_argument("--id", help="only this ticket")
+    p = command("webhook", cmd_webhook, "receive GitHub issue events and start tickets", False)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8787)
