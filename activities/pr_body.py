@@ -24,7 +24,7 @@ def render_pr_body(req: PullRequestRequest, ui_link: str) -> str:
         _tests(req.checks),
         _review(req.review),
         _run(req.models_used, req.tokens, req.iterations, ui_link),
-        f"Ticket: {req.ticket.id}",
+        f"Ticket: {req.ticket.id}" + (f" · Trace: `{req.trace_id}`" if req.trace_id else ""),
     ]
     return "\n\n".join(sections) + "\n"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 import time
@@ -18,9 +17,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from activities.settings import Settings, config_file
-from clients import devserver, intake_commands, tickets
+from clients import devserver, intake_commands, stats, tickets, watch
 from clients.connect import TemporalUnavailable, connect
 from clients.ticket_files import TicketError, explain, load_ticket_file
+from workers.logging_setup import setup_logging
+from workers.tracing import setup_tracing, shutdown_tracing
 from workflows.contracts import Ticket, slugify
 
 USER_ERRORS = (
@@ -29,6 +30,7 @@ USER_ERRORS = (
     TemporalUnavailable,
     devserver.DevServerError,
     ValidationError,
+    stats.StatsError,
 )
 
 
@@ -62,12 +64,18 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         print(f"worker started in the background (pid {pid}, log {settings.state_dir / 'worker.log'})")
         return 0
     from workers.main import install_signal_handlers, run_workers
+    from workers.metrics import metrics_runtime
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    client = await connect(settings)
+    setup_logging(settings.log_format, settings.log_level, secrets=settings.secret_values())
+    setup_tracing("ticketflow-worker", settings.otlp_endpoint)
+    runtime = metrics_runtime(settings.metrics_address)
+    client = await connect(settings, runtime=runtime)
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    await run_workers(client, settings, stop)
+    try:
+        await run_workers(client, settings, stop)
+    finally:
+        shutdown_tracing()
     return 0
 
 
@@ -271,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", cmd_demo, "run the example backlog end to end on a local dev server", False)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the tickets")
     intake_commands.add_commands(command)
+    watch.add_commands(command)
     return parser
 
 
@@ -291,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
+        setup_tracing("ticketflow-cli", settings.otlp_endpoint)
         outcome = args.handler(args, settings)
         if asyncio.iscoroutine(outcome):
             outcome = asyncio.run(outcome)
@@ -306,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        shutdown_tracing()
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ from __future__ import annotations
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 
 from activities.settings import Settings
+from workers.tracing import tracing_interceptor
 from workflows.visibility import SEARCH_ATTRIBUTES
 
 
@@ -14,12 +16,18 @@ class TemporalUnavailable(Exception):
     pass
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+    """A client with ticketflow's converter and the tracing interceptor (workers inherit it).
+
+    `runtime` carries the worker's Prometheus endpoint; a process has one, so pass it on every connect.
+    """
     try:
         return await Client.connect(
             settings.temporal_address,
             namespace=settings.namespace,
             data_converter=pydantic_data_converter,
+            interceptors=[tracing_interceptor()],
+            runtime=runtime,
         )
     except RuntimeError as exc:
         raise TemporalUnavailable(

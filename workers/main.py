@@ -14,8 +14,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import build_activities
+from activities.notify import NotifyActivities
 from activities.settings import Settings
 from clients.connect import ensure_search_attributes
+from workers.health import HealthServer, Readiness
+from workers.metrics import MetricsInterceptor
 from workflows import policy
 from workflows.ticket import TicketWorkflow
 
@@ -23,9 +26,10 @@ log = logging.getLogger("ticketflow.worker")
 
 
 def build_workers(client: Client, settings: Settings) -> list[Worker]:
-    activities = build_activities(settings)
+    activities = [*build_activities(settings), NotifyActivities(settings).notify]
     common = {
         "activities": activities,
+        "interceptors": [MetricsInterceptor()],
         "max_concurrent_activities": settings.max_concurrent_activities,
         "graceful_shutdown_timeout": policy.GRACEFUL_SHUTDOWN,
         "max_heartbeat_throttle_interval": policy.HEARTBEAT_THROTTLE,
@@ -46,13 +50,32 @@ async def run_workers(client: Client, settings: Settings, stop: asyncio.Event) -
     await ensure_search_attributes(client)
     workers = build_workers(client, settings)
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
+    readiness = Readiness(connected=True, polling=lambda: all(w.is_running for w in workers))
+    health = await start_health(client, settings, readiness)
     log.info("worker polling %s and %s", settings.task_queue, settings.host_queue)
     stopped = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    readiness.reason = "shutting down"
     await asyncio.gather(*(worker.shutdown() for worker in workers), return_exceptions=True)
+    if health is not None:
+        await health.stop()
     for task in tasks:
         if task in done and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
+
+
+async def start_health(client: Client, settings: Settings, readiness: Readiness) -> HealthServer | None:
+    """/healthz, /readyz and the tickets-by-state gauge; a taken port is a warning, not a crash."""
+    if not settings.health_address:
+        return None
+    host, _, port = settings.health_address.rpartition(":")
+    server = HealthServer(client, settings.task_queue, readiness)
+    try:
+        await server.start(host or "127.0.0.1", int(port))
+    except OSError as exc:
+        log.warning("health endpoint %s unavailable: %s", settings.health_address, exc)
+        return None
+    return server
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
