@@ -185,6 +185,7 @@ class Settings(BaseSettings):
     # Observability (docs/operations.md). An empty address turns that endpoint off.
     metrics_address: str = Field(default="127.0.0.1:9464", description="the worker's /metrics")
     health_address: str = Field(default="127.0.0.1:9465", description="the worker's /healthz and /readyz")
+    health_refresh_seconds: float = Field(default=15.0, gt=0, description="tickets-by-state gauge refresh")
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
     otlp_endpoint: str | None = Field(default=None, description="else $OTEL_EXPORTER_OTLP_ENDPOINT")

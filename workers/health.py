@@ -14,13 +14,15 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 
-from workflows.contracts import TicketState
+from workflows.contracts import TicketState, TicketStatus
 
 log = logging.getLogger("ticketflow.health")
+REFRESH_SECONDS = 15.0
 LIVE_STATES = [state for state in TicketState if not state.is_final]
 
 
@@ -50,12 +52,31 @@ async def count_by_state(client: Client, task_queue: str) -> dict[str, int]:
     return counts
 
 
+async def oldest_blocked_seconds(client: Client, task_queue: str, limit: int = 50) -> float:
+    """Age of the longest wait among BLOCKED tickets (their status knows since when)."""
+    query = f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running' AND TicketState = 'BLOCKED'"
+    now = datetime.now(UTC)
+    oldest = 0.0
+    async for execution in client.list_workflows(query, limit=limit):
+        handle = client.get_workflow_handle(execution.id)
+        with contextlib.suppress(Exception):  # a ticket moving on mid-count is fine
+            status: TicketStatus = await handle.query("status", result_type=TicketStatus)
+            if status.blocked_since is not None:
+                oldest = max(oldest, (now - status.blocked_since).total_seconds())
+    return oldest
+
+
 class HealthServer:
-    def __init__(self, client: Client, task_queue: str, readiness: Readiness, interval: float = 15.0) -> None:
+    def __init__(
+        self, client: Client, task_queue: str, readiness: Readiness, interval: float = REFRESH_SECONDS
+    ) -> None:
         self.client, self.task_queue, self.readiness, self.interval = client, task_queue, readiness, interval
         gauge_meter = (client.service_client.config.runtime or Runtime.default()).metric_meter
         self._gauge = gauge_meter.create_gauge("ticketflow_tickets_current", "tickets in each live state now")
         self._ready_gauge = gauge_meter.create_gauge("ticketflow_worker_ready", "1 while /readyz is ok")
+        self._oldest_blocked = gauge_meter.create_gauge_float(
+            "ticketflow_blocked_oldest_seconds", "how long the longest-blocked ticket has waited", "s"
+        )
         self._server: asyncio.Server | None = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -78,8 +99,11 @@ class HealthServer:
     async def refresh(self) -> None:
         ok, _ = self.readiness.check()
         self._ready_gauge.set(1 if ok else 0)
-        for state, count in (await count_by_state(self.client, self.task_queue)).items():
+        counts = await count_by_state(self.client, self.task_queue)
+        for state, count in counts.items():
             self._gauge.set(count, {"state": state})
+        oldest = await oldest_blocked_seconds(self.client, self.task_queue) if counts["BLOCKED"] else 0.0
+        self._oldest_blocked.set(oldest)
 
     async def _refresh_forever(self) -> None:
         while True:

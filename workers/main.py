@@ -69,7 +69,7 @@ async def start_health(client: Client, settings: Settings, readiness: Readiness)
     if not settings.health_address:
         return None
     host, _, port = settings.health_address.rpartition(":")
-    server = HealthServer(client, settings.task_queue, readiness)
+    server = HealthServer(client, settings.task_queue, readiness, settings.health_refresh_seconds)
     try:
         await server.start(host or "127.0.0.1", int(port))
     except OSError as exc:
