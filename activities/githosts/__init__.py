@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from activities.githosts.base import GitHost, GitHostError, PullRequestSpec
+from activities.githosts.gitea import GiteaHost
 from activities.githosts.github import GitHubHost, owner_repo_from_url
+from activities.githosts.gitlab import GitLabHost, api_url_from_repo_url, project_path_from_url
 from activities.githosts.local import LocalHost
 from activities.repos import ResolvedRepo
 from activities.settings import Settings
@@ -18,9 +20,29 @@ def _github(repo: ResolvedRepo, settings: Settings) -> GitHost:
     return GitHubHost(repo.api_url, owner_repo, settings.github_token, repo_url=repo.url)
 
 
+GITHUB_API = "https://api.github.com"
+
+
+def _api_url(repo: ResolvedRepo, suffix: str) -> str:
+    # api_url defaults to GitHub's; on other hosts it is derived from the repository URL unless set.
+    return api_url_from_repo_url(repo.url, suffix) if repo.api_url == GITHUB_API else repo.api_url
+
+
+def _gitlab(repo: ResolvedRepo, settings: Settings) -> GitHost:
+    project = repo.github_repo or project_path_from_url(repo.url)
+    return GitLabHost(_api_url(repo, "/api/v4"), project, settings.gitlab_token, repo_url=repo.url)
+
+
+def _gitea(repo: ResolvedRepo, settings: Settings) -> GitHost:
+    owner_repo = repo.github_repo or owner_repo_from_url(repo.url)
+    return GiteaHost(_api_url(repo, "/api/v1"), owner_repo, settings.gitea_token, repo_url=repo.url)
+
+
 HOSTS: dict[str, Callable[[ResolvedRepo, Settings], GitHost]] = {
     "local": lambda repo, _settings: LocalHost(repo.url),
     "github": _github,
+    "gitlab": _gitlab,
+    "gitea": _gitea,
 }
 
 

@@ -1,6 +1,7 @@
 """One contract for every git host: idempotent PRs, labels, and errors Temporal can act on.
 
-The local host runs against a real bare repository; GitHub against our own REST server on 127.0.0.1.
+The local host runs against a real bare repository; GitHub, GitLab and Gitea against our own REST
+servers on 127.0.0.1 (tests/fakes/githost_server.py).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from pydantic import SecretStr
 
 from activities.githosts import HOSTS, GitHost, GitHostError, PullRequestSpec, git_host_for
 from activities.githosts.base import TOKEN_ENV, error_for_status, rate_limit_wait
+from activities.githosts.gitea import GiteaHost
 from activities.githosts.github import GitHubHost, owner_repo_from_url
+from activities.githosts.gitlab import GitLabHost, api_url_from_repo_url, project_path_from_url
 from activities.githosts.local import PULLS_DIR, LocalHost
 from activities.repos import ResolvedRepo, git_env
 from activities.settings import Settings
-from tests.fakes.githost_server import FakeGitHub, serve_github
+from tests.fakes.githost_server import FakeGitHub, FakeHost, serve_gitea, serve_github, serve_gitlab
 from tests.fakes.repos import create_branch, make_remote
 
 TOKEN = "ghs_contractTestToken0123456789abcdef"
@@ -34,7 +37,7 @@ class HostCase:
     push_branch: Callable[[str], None]
     count_prs: Callable[[], int]
     labels_of: Callable[[int], list[str]]
-    fake: FakeGitHub | None = None
+    fake: FakeHost | None = None
 
 
 def _local_case(tmp_path: Path) -> HostCase:
@@ -52,18 +55,32 @@ def _local_case(tmp_path: Path) -> HostCase:
     return HostCase(LocalHost(str(bare)), push_branch, lambda: len(records()), labels_of)
 
 
-@pytest.fixture(params=["local", "github"])
+def _label_names(labels: list[Any]) -> list[str]:
+    return [str(label["name"]) if isinstance(label, dict) else str(label) for label in labels]
+
+
+@pytest.fixture(params=["local", "github", "gitlab", "gitea"])
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HostCase]:
     if request.param == "local":
         yield _local_case(tmp_path)
         return
-    with serve_github(TOKEN) as fake:
-        host = GitHubHost(
-            fake.url, "acme/widgets", SecretStr(TOKEN), repo_url="https://github.com/acme/widgets"
-        )
+    token = SecretStr(TOKEN)
+    server = {"github": serve_github, "gitlab": serve_gitlab, "gitea": serve_gitea}[request.param]
+    with server(TOKEN, retry_after=3) as fake:
+        host: GitHost
+        if request.param == "github":
+            host = GitHubHost(fake.url, "acme/widgets", token, repo_url="https://github.com/acme/widgets")
+        elif request.param == "gitlab":
+            host = GitLabHost(
+                f"{fake.url}/api/v4", "acme/widgets", token, repo_url="https://gl.example/acme/w"
+            )
+        else:
+            host = GiteaHost(
+                f"{fake.url}/api/v1", "acme/widgets", token, repo_url="https://gt.example/acme/w"
+            )
 
         def labels_of(number: int) -> list[str]:
-            return [str(label["name"]) for label in fake.pulls[number - 1]["labels"]]
+            return _label_names(fake.pulls[number - 1]["labels"])
 
         yield HostCase(host, lambda _b: None, lambda: len(fake.pulls), labels_of, fake)
 
@@ -119,6 +136,51 @@ async def test_labels_are_applied(case: HostCase) -> None:
     ref = await case.host.open_pr(spec(labels=("bug", "agent")))
 
     assert sorted(case.labels_of(ref.number)) == ["agent", "bug"]
+
+
+async def test_retried_open_after_a_lost_reply_makes_no_second_pr(case: HostCase) -> None:
+    """An attempt created the PR but its reply was lost; the retry's lookup lags, so it meets the
+    host's duplicate error (GitHub 422, GitLab 409, Gitea 409) and must return the first PR."""
+    case.push_branch("ticketflow/T-1-fix")
+    first = await case.host.open_pr(spec(labels=("agent",)))
+    if case.fake is not None:
+        case.fake.inject("stale_list")
+
+    retried = await case.host.open_pr(spec(labels=("agent",)))
+
+    assert (retried.number, retried.url, retried.created) == (first.number, first.url, False)
+    assert case.count_prs() == 1
+    assert case.labels_of(first.number) == ["agent"]
+
+
+async def test_rate_limit_is_retryable_with_a_wait(case: HostCase) -> None:
+    if case.fake is None:
+        pytest.skip("a local repository has no rate limit")
+    case.fake.inject("secondary_rate_limit")
+    with pytest.raises(GitHostError) as err:
+        await case.host.open_pr(spec())
+    assert (err.value.kind, err.value.retryable, err.value.retry_after) == ("rate_limit", True, 3.0)
+    assert case.count_prs() == 0
+
+
+async def test_server_error_is_retryable_and_passes(case: HostCase) -> None:
+    if case.fake is None:
+        pytest.skip("a local repository has no server")
+    case.fake.inject("server_error")
+    with pytest.raises(GitHostError) as err:
+        await case.host.open_pr(spec())
+    assert (err.value.kind, err.value.retryable) == ("unavailable", True)
+    assert (await case.host.open_pr(spec())).created
+
+
+async def test_draft_is_marked(case: HostCase) -> None:
+    case.push_branch("ticketflow/T-1-fix")
+    draft = PullRequestSpec(title="Fix it", body="B", head="ticketflow/T-1-fix", base="main", draft=True)
+    ref = await case.host.open_pr(draft)
+    if case.fake is None:
+        return  # the local host records the flag only
+    pull = case.fake.pulls[ref.number - 1]
+    assert pull.get("draft") is True or str(pull["title"]).startswith("WIP: ")
 
 
 # -------------------------------------------------------------------------------------- local only
@@ -284,7 +346,21 @@ def test_registry_builds_hosts_from_repo_config(tmp_path: Path) -> None:
     gh = git_host_for(ResolvedRepo(name="g", url="https://ghe.example/acme/w.git", host="github"), settings)
     assert isinstance(gh, GitHubHost) and gh.owner_repo == "acme/w"
     with pytest.raises(GitHostError):
-        git_host_for(ResolvedRepo(name="x", url="u", host="gitea"), settings)
+        git_host_for(ResolvedRepo(name="x", url="u", host="bitbucket"), settings)
+    gl = git_host_for(
+        ResolvedRepo(name="l", url="git@gitlab.example:grp/sub/app.git", host="gitlab"), settings
+    )
+    assert isinstance(gl, GitLabHost) and (gl.api_url, gl.project) == (
+        "https://gitlab.example/api/v4",
+        "grp/sub/app",
+    )
+    gt = git_host_for(ResolvedRepo(name="t", url="http://gitea.local:3000/o/r.git", host="gitea"), settings)
+    assert isinstance(gt, GiteaHost) and (gt.api_url, gt.owner_repo) == (
+        "http://gitea.local:3000/api/v1",
+        "o/r",
+    )
+    assert project_path_from_url("https://gitlab.com/a/b.git") == "a/b"
+    assert api_url_from_repo_url("https://gitlab.com/a/b.git", "/api/v4") == "https://gitlab.com/api/v4"
 
 
 @pytest.mark.parametrize(
@@ -316,3 +392,77 @@ def test_status_classification() -> None:
     assert error_for_status(502, {}, "Bad Gateway").retryable
     rejected = error_for_status(422, {}, "Validation Failed")
     assert (rejected.kind, rejected.retryable) == ("rejected", False)
+
+
+# ------------------------------------------------------------------------------- gitlab and gitea
+
+
+async def test_gitlab_speaks_private_token_and_understands_409_message_arrays() -> None:
+    with serve_gitlab(TOKEN) as fake:
+        host = GitLabHost(f"{fake.url}/api/v4", "acme/widgets", SecretStr(TOKEN), reviewer_ids=(7,))
+        first = await host.open_pr(spec(labels=("bug",)))
+        fake.inject("stale_list")
+        again = await host.open_pr(spec())
+
+        assert (again.number, again.created, len(fake.pulls)) == (first.number, False, 1)
+        assert fake.pulls[0]["reviewers"] == [{"id": 7}] and fake.pulls[0]["labels"] == ["bug"]
+        assert all(r.headers.get("private-token") == TOKEN for r in fake.requests)
+        assert not any("authorization" in r.headers or TOKEN in r.path for r in fake.requests)
+        assert fake.requests[0].path.startswith("/api/v4/projects/acme%2Fwidgets/merge_requests?")
+        duplicate = next(r for r in fake.requests if r.method == "POST" and r is not fake.requests[1])
+        assert json.loads(duplicate.body)["source_branch"] == "ticketflow/T-1-fix"
+
+
+async def test_gitea_looks_labels_up_by_name_and_creates_missing_ones() -> None:
+    with serve_gitea(TOKEN) as fake:
+        fake.labels.append({"id": 100, "name": "bug", "color": "#f00"})
+        host = GiteaHost(f"{fake.url}/api/v1", "acme/widgets", SecretStr(TOKEN))
+        ref = await host.open_pr(spec(labels=("bug", "agent")))
+
+        assert [label["id"] for label in fake.pulls[0]["labels"]] == [100, 101]
+        assert [label["name"] for label in fake.labels] == ["bug", "agent"]
+        assert all(r.headers.get("authorization") == f"token {TOKEN}" for r in fake.requests)
+        assert ref.url == "https://gitea.example/acme/widgets/pulls/1"
+
+
+@pytest.mark.parametrize("kind", ["gitlab", "gitea"])
+async def test_wrong_token_is_an_auth_error_without_the_token(kind: str) -> None:
+    wrong = "glpat-wrongToken0123456789abcdef"
+    server = serve_gitlab if kind == "gitlab" else serve_gitea
+    with server(TOKEN) as fake:
+        host: GitHost = (
+            GitLabHost(f"{fake.url}/api/v4", "acme/widgets", SecretStr(wrong))
+            if kind == "gitlab"
+            else GiteaHost(f"{fake.url}/api/v1", "acme/widgets", SecretStr(wrong))
+        )
+        with pytest.raises(GitHostError) as err:
+            await host.open_pr(spec())
+    assert (err.value.kind, err.value.retryable) == ("auth", False) and wrong not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "username"),
+    [
+        (
+            lambda: GitLabHost(
+                "https://gl.example/api/v4", "a/b", SecretStr(TOKEN), repo_url="https://gl.example/a/b.git"
+            ),
+            "oauth2",
+        ),
+        (
+            lambda: GiteaHost(
+                "https://gt.example/api/v1", "a/b", SecretStr(TOKEN), repo_url="https://gt.example/a/b.git"
+            ),
+            "ticketflow",
+        ),
+    ],
+)
+def test_gitlab_and_gitea_push_through_the_credential_helper(
+    make: Callable[[], GitHost], username: str
+) -> None:
+    env = make().push_env()
+    host = "gl.example" if username == "oauth2" else "gt.example"
+    filled = _credential_fill(env, host)
+    assert filled.returncode == 0, filled.stderr
+    assert f"username={username}" in filled.stdout.splitlines() and f"password={TOKEN}" in filled.stdout
+    assert not any(TOKEN in v for k, v in env.items() if k != TOKEN_ENV)
