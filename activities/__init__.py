@@ -7,7 +7,7 @@ from typing import Any
 
 from activities.agent import AgentActivities
 from activities.checks import CheckActivities
-from activities.classify import classify
+from activities.classify import ClassifyActivities
 from activities.dependencies import dependency_states
 from activities.intake import IntakeActivities
 from activities.pull_request import PullRequestActivities
@@ -19,7 +19,7 @@ from activities.writeback import WriteBackActivities
 
 def build_activities(settings: Settings) -> list[Callable[..., Any]]:
     return [
-        classify,
+        ClassifyActivities(settings).classify,
         dependency_states,
         WorkspaceActivities(settings).prepare_workspace,
         AgentActivities(settings).run_agent,

@@ -1,11 +1,21 @@
-"""classify: what kind of change a ticket asks for, how big and how risky (rule-based for now)."""
+"""classify: what kind of change a ticket asks for, how big and how risky.
+
+With a `classify` model chain configured (or the ticket's `models: {classify: [...]}`) a model answers
+with structured output; without one the rules below decide, as they always did.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 
+from activities.llm.budget import shrink_text
+from activities.llm.chains import chain_for, structured_stage
+from activities.llm.structured import schema_instruction
+from activities.settings import Settings
 from workflows.contracts import Classification, ClassifyRequest, Ticket
 
 _KIND_WORDS: list[tuple[str, tuple[str, ...]]] = [
@@ -45,6 +55,62 @@ def classify_ticket(ticket: Ticket) -> Classification:
     return Classification(kind=kind, complexity=complexity, risk=risk, rationale=rationale)
 
 
+class ModelClassification(BaseModel):
+    """What the model must answer (validated; one corrective retry, then the next model)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    kind: Literal["feature", "bugfix", "refactor", "docs", "test", "chore"]
+    complexity: Literal["low", "medium", "high"]
+    risk: Literal["low", "medium", "high"]
+    rationale: str
+
+
+_SYSTEM = (
+    "You triage software tickets for an autonomous coding agent. Decide the kind of change, its "
+    "complexity (low: a few lines in one file; high: many files or a design change) and its risk "
+    "(high: auth, security, payments, data migrations, deletion). Give a one-sentence rationale. "
+)
+
+
+def classify_messages(ticket: Ticket, shrink: int) -> list[dict[str, Any]]:
+    labels = ", ".join(ticket.labels) or "none"
+    body = shrink_text(ticket.body, shrink)
+    user = f"Title: {ticket.title}\nLabels: {labels}\n\n{body}"
+    return [
+        {"role": "system", "content": _SYSTEM + schema_instruction(ModelClassification)},
+        {"role": "user", "content": user},
+    ]
+
+
+class ClassifyActivities:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    @activity.defn(name="classify")
+    async def classify(self, req: ClassifyRequest) -> Classification:
+        chain = chain_for(self._settings, "classify", req.ticket)
+        if not chain:
+            return classify_ticket(req.ticket)
+        result = await structured_stage(
+            self._settings,
+            chain,
+            lambda shrink: classify_messages(req.ticket, shrink),
+            ModelClassification,
+            attempt=activity.info().attempt,
+        )
+        answer = result.value
+        return Classification(
+            kind=answer.kind,
+            complexity=answer.complexity,
+            risk=answer.risk,
+            rationale=answer.rationale[:500],
+            model=result.served_by.label,
+            tokens=result.tokens,
+        )
+
+
 @activity.defn(name="classify")
 async def classify(req: ClassifyRequest) -> Classification:
+    """The rule-based activity, for workers built without settings."""
     return classify_ticket(req.ticket)

@@ -1,21 +1,28 @@
 """The review activity: rule-based findings about the diff between the base commit and the branch HEAD.
 
 The agent activity commits its work as WIP commits, so `<base>...HEAD` is exactly what a PR would show.
+With a `review` model chain configured, a model reviews the same diff too (structured output) and its
+findings join the rule-based ones; the rules and the secret scan always run.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 
 from activities import review_rules as rules
 from activities.checks import require_worktree
 from activities.gitops import git
 from activities.heartbeat import with_heartbeats
+from activities.llm.budget import shrink_text
+from activities.llm.chains import ModelRef, chain_for, structured_stage
+from activities.llm.structured import schema_instruction
 from activities.settings import Settings
-from workflows.contracts import Finding, ReviewReport, ReviewRequest
+from workflows.contracts import Finding, ReviewReport, ReviewRequest, Ticket
 
 # Explicit options so a user's git config (noprefix, external diff tools, textconv) cannot change
 # what the parsers see; quotePath=false keeps non-ASCII paths readable in the patch headers.
@@ -74,6 +81,43 @@ async def review_worktree(path: Path, base: str) -> ReviewReport:
     )
 
 
+class ModelFinding(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    severity: Literal["info", "low", "medium", "high", "critical"]
+    message: str
+    file: str | None = None
+    line: int | None = None
+
+
+class ModelReview(BaseModel):
+    """What the model must answer: findings (critical = must be fixed before a PR) and a summary."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    findings: list[ModelFinding] = Field(default_factory=list)
+    summary: str = ""
+
+
+_SYSTEM = (
+    "You review a diff written by a coding agent for the ticket below. Report real problems only: bugs, "
+    "missing tests for new behaviour, security issues, changes unrelated to the ticket. Use severity "
+    "critical only for problems that must be fixed before the change can be merged. "
+)
+MAX_MODEL_FINDINGS = 20
+
+
+def review_messages(ticket: Ticket, diff: str, shrink: int) -> list[dict[str, Any]]:
+    user = (
+        f"Ticket: {ticket.title}\n\n{shrink_text(ticket.body, shrink)}\n\n"
+        f"Diff:\n{shrink_text(diff, shrink + 1 if shrink else 0)}"
+    )
+    return [
+        {"role": "system", "content": _SYSTEM + schema_instruction(ModelReview)},
+        {"role": "user", "content": user},
+    ]
+
+
 class ReviewActivities:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -81,4 +125,33 @@ class ReviewActivities:
     @activity.defn(name="review")
     async def review(self, req: ReviewRequest) -> ReviewReport:
         path = require_worktree(req.workspace)
-        return await with_heartbeats(review_worktree(path, req.workspace.base_commit), 5.0, "reviewing")
+        report = await with_heartbeats(review_worktree(path, req.workspace.base_commit), 5.0, "reviewing")
+        chain = chain_for(self._settings, "review", req.ticket)
+        if not chain:
+            return report
+        return await with_heartbeats(self._model_review(req, path, report, chain), 5.0, "model review")
+
+    async def _model_review(
+        self, req: ReviewRequest, path: Path, report: ReviewReport, chain: list[ModelRef]
+    ) -> ReviewReport:
+        diff = await _diff(path, req.workspace.base_commit)
+        result = await structured_stage(
+            self._settings,
+            chain,
+            lambda shrink: review_messages(req.ticket, diff, shrink),
+            ModelReview,
+            attempt=activity.info().attempt,
+        )
+        found = [
+            Finding(
+                severity=f.severity, rule="model-review", message=f.message[:500], file=f.file, line=f.line
+            )
+            for f in result.value.findings[:MAX_MODEL_FINDINGS]
+        ]
+        return report.model_copy(
+            update={
+                "findings": rules.by_severity([*report.findings, *found]),
+                "model": result.served_by.label,
+                "tokens": result.tokens,
+            }
+        )

@@ -1,0 +1,1 @@
+"""The model layer: providers behind ModelClient, one error taxonomy, chains, breaker, budgets."""
