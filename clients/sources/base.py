@@ -34,7 +34,8 @@ class SourceSpec:
     params: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
-        query = f"?{urlencode(sorted(self.params.items()))}" if self.params else ""
+        # "/" and ":" stay readable; "#", "?" and "&" are escaped, so SPEC#ITEM always splits cleanly.
+        query = f"?{urlencode(sorted(self.params.items()), safe='/:')}" if self.params else ""
         return f"{self.kind}:{self.location}{query}"
 
     def item_ref(self, item: str) -> str:

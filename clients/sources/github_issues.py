@@ -80,7 +80,7 @@ class GitHubIssuesSource:
 
     async def _open_issues(self, found: Fetched) -> list[dict[str, Any]]:
         issues: list[dict[str, Any]] = []
-        params = {"labels": self.label, "state": "open", "per_page": "100"}
+        params: dict[str, str] | None = {"labels": self.label, "state": "open", "per_page": "100"}
         url: str | None = f"/repos/{self.owner_repo}/issues"
         async with self._client() as client:
             for _ in range(MAX_PAGES):
@@ -89,7 +89,8 @@ class GitHubIssuesSource:
                 resp = await _request(client, "GET", url, params=params)
                 # Pull requests are issues too in this API; only real issues become tickets.
                 issues += [i for i in resp.json() if isinstance(i, dict) and "pull_request" not in i]
-                url, params = resp.links.get("next", {}).get("url"), {}
+                # The next link carries the whole query; passing params again would replace it.
+                url, params = resp.links.get("next", {}).get("url"), None
                 if url and resp.headers.get("x-ratelimit-remaining") == "0":
                     found.errors.append(
                         f"{self.owner_repo}: rate limit reached; the next poll reads the rest"
