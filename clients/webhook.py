@@ -211,16 +211,12 @@ def connection_handler(
         except Exception:  # a failing start must not kill the server; GitHub retries on 5xx
             log.exception("webhook request failed")
             status, message = 500, "internal error"
-        log.info(
-            "%s %s -> %s %s",
-            client,
-            headers.get("x-github-delivery", "-") if status < 500 else "-",
-            status,
-            message,
-        )
-        writer.write(_response(status, message))
+        log.info("%s -> %s %s", client, status, message)
         try:
+            writer.write(_response(status, message))
             await writer.drain()
+        except ConnectionError:
+            pass  # the client went away; nothing to tell it
         finally:
             writer.close()
 
