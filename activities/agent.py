@@ -12,7 +12,7 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.agents import AgentNotConfigured, AgentRun, build_agent
+from activities.agents import AgentNotConfigured, AgentRun, build_agent, sandbox
 from activities.gitops import commit_all, head
 from activities.redact import redact, redact_lines
 from activities.settings import Settings
@@ -81,15 +81,20 @@ class AgentActivities:
                 checkpoint.last_commit = commit or checkpoint.last_commit
                 activity.heartbeat(checkpoint.model_dump(mode="json"))
 
+            run_root = self.settings.state_dir / "runs" / req.ticket.id
+            run_root.mkdir(parents=True, exist_ok=True)
+            plan = self._sandbox_plan(name, worktree, run_root)
             run = AgentRun(
                 request=req,
                 worktree=worktree,
-                run_dir=self.settings.state_dir / "runs" / req.ticket.id / f"iter{req.iteration}",
+                run_dir=run_root / f"iter{req.iteration}",
                 checkpoint=checkpoint,
                 on_step=on_step,
                 on_line=on_line,
                 timeout_seconds=_process_timeout(),
                 stall_seconds=self.settings.agent_stall_seconds,
+                wrap=lambda argv: sandbox.wrap(argv, plan),
+                log_path=log_path,
             )
             async with _heartbeating(checkpoint):
                 result = await agent.run(run)
@@ -108,6 +113,14 @@ class AgentActivities:
                 "reason": redact(result.reason, secrets),
                 "output_tail": redact_lines(result.output_tail[-20:], secrets),
             }
+        )
+
+    def _sandbox_plan(self, name: str, worktree: Path, run_root: Path) -> sandbox.SandboxPlan:
+        """Only the worktree and this ticket's run directory (the agent's HOME) are writable."""
+        config = self.settings.agents[name]
+        limits = (config.cpu_seconds, config.memory_mb, config.file_size_mb)
+        return sandbox.agent_plan(
+            self.settings, config.sandbox_mode, config.network, worktree, [run_root], limits
         )
 
     def _settle(self, result: AgentResult) -> AgentResult:

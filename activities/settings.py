@@ -61,12 +61,18 @@ class AgentConfig(BaseModel):
     model: str | None = None
     extra_args: list[str] = Field(default_factory=list, description="appended to the CLI's argv")
     # Sandbox (bubblewrap): auto = use it when bwrap works, warn loudly otherwise; required = refuse to run
-    # without it; off = run directly.
-    sandbox: SandboxMode = "auto"
+    # without it; off = run directly. Unset: auto for the CLI agents, off for `command` scripts (yours).
+    sandbox: SandboxMode | None = None
     network: bool = Field(default=True, description="agents call their model APIs; tests run offline")
     cpu_seconds: int = Field(default=6 * 3600, ge=0, description="RLIMIT_CPU per process; 0 = no limit")
     memory_mb: int = Field(default=16 * 1024, ge=0, description="RLIMIT_AS per process; 0 = no limit")
     file_size_mb: int = Field(default=2048, ge=0, description="RLIMIT_FSIZE per process; 0 = no limit")
+
+    @property
+    def sandbox_mode(self) -> SandboxMode:
+        if self.sandbox is not None:
+            return self.sandbox
+        return "off" if self.kind in ("command", "ollama") else "auto"
 
     @field_validator("pass_env")
     @classmethod

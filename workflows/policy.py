@@ -23,6 +23,8 @@ NON_RETRYABLE = [
     "NothingToPush",
     "AgentNotConfigured",
     "WorkspaceMissing",
+    "AgentAuthFailed",
+    "SandboxUnavailable",
 ]
 
 

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from activities.agents.aider import AiderAgent
 from activities.agents.base import Agent, AgentRun
+from activities.agents.claude import ClaudeAgent
+from activities.agents.codex import CodexAgent
 from activities.agents.command import CommandAgent
+from activities.agents.gemini import GeminiAgent
 from activities.settings import AgentConfig, Settings
 
 AGENT_KINDS: dict[str, Callable[[str, AgentConfig], Agent]] = {
     "command": CommandAgent,
+    "claude": ClaudeAgent,
+    "codex": CodexAgent,
+    "aider": AiderAgent,
+    "gemini": GeminiAgent,
 }
 
 

@@ -24,6 +24,10 @@ class AgentRun:
     on_line: LineHook
     timeout_seconds: float
     stall_seconds: float | None = None
+    # argv -> argv as spawned (the sandbox and rlimits); identity when nothing wraps it.
+    wrap: Callable[[list[str]], list[str]] = list
+    # The attempt's log; structured agents write their raw events next to it as .events.jsonl.
+    log_path: Path | None = None
 
 
 class Agent(Protocol):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from activities.agents.base import AgentRun
+from activities.agents.streaming import human_seconds
 from activities.proc import ProcessResult, paused, run_process
 from activities.settings import AgentConfig
 from workflows.contracts import AgentResult, TokenUsage
@@ -114,7 +115,7 @@ class CommandAgent:
             output_tail=proc.tail[-40:],
             duration_seconds=proc.duration_seconds,
         )
-        return _judge(result, proc, outcome_from_file(outcome_file), blocked)
+        return _judge(result, proc, outcome_from_file(outcome_file), blocked, run)
 
 
 async def _run_with_step_commits(
@@ -145,7 +146,7 @@ async def _run_with_step_commits(
     commit_task = asyncio.create_task(committer())
     try:
         proc = await run_process(
-            config.command,
+            run.wrap(config.command),
             cwd=run.worktree,
             env=agent_environment(config, run, task_file, outcome_file),
             timeout=run.timeout_seconds,
@@ -160,14 +161,26 @@ async def _run_with_step_commits(
 
 
 def _judge(
-    result: AgentResult, proc: ProcessResult, outcome: dict[str, Any] | None, blocked: list[str]
+    result: AgentResult,
+    proc: ProcessResult,
+    outcome: dict[str, Any] | None,
+    blocked: list[str],
+    run: AgentRun,
 ) -> AgentResult:
     if proc.timed_out:
         return result.model_copy(
-            update={"outcome": "failed", "reason": "agent ran past its execution timeout"}
+            update={
+                "outcome": "failed",
+                "reason": f"agent ran past its execution timeout ({human_seconds(run.timeout_seconds)})",
+            }
         )
     if proc.stalled:
-        return result.model_copy(update={"outcome": "failed", "reason": "agent printed nothing for too long"})
+        return result.model_copy(
+            update={
+                "outcome": "failed",
+                "reason": f"agent printed nothing for {human_seconds(run.stall_seconds or 0)}",
+            }
+        )
     if outcome is not None:
         tokens = outcome.get("tokens") or {}
         return result.model_copy(

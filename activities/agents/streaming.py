@@ -1,0 +1,328 @@
+"""What the CLI agents (Claude Code, Codex, aider, Gemini CLI) share: one process per attempt whose output
+is read line by line, turned into progress lines, checkpointed steps, token accounting and one outcome.
+
+An adapter says how to build its argv and how to read one line of its stream (`CliAgent.handle`); this
+module runs the process (sandboxed via run.wrap), keeps the raw events as JSON lines next to the attempt's
+log, commits each completed edit as a WIP checkpoint with the agent frozen, remembers which sessions were
+really started (so a retry or a post-limit run resumes them), and judges the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from temporalio.exceptions import ApplicationError
+
+from activities.agents.base import AgentRun
+from activities.agents.limits import Limit, local_zone, parse_limit
+from activities.proc import ProcessResult, paused, run_process
+from activities.redact import redact
+from activities.settings import AgentConfig
+from workflows.contracts import AgentOutcomeKind, AgentResult, TokenUsage
+
+BASE_ENV = ("PATH", "LANG", "LC_ALL", "TERM", "TZ")
+BLOCKED_PREFIX = re.compile(r"^\s*(?:\*\*)?BLOCKED:?(?:\*\*)?\s*(?P<question>.+)$", re.M)
+AUTH_FAILURE = re.compile(
+    r"invalid api key|invalid x-api-key|authentication_error|authenticationerror|\b401\b|unauthorized|"
+    r"please run /login|not logged in|login required|api key not valid|oauth token (?:has )?expired|"
+    r"credentials? (?:are )?(?:missing|invalid)|refresh token",
+    re.I,
+)
+PROGRESS_CHARS = 300
+INSTRUCTIONS = (
+    "Work in the current directory, a git worktree of the repository. Make the change the ticket asks for "
+    "and run the tests. Do not commit, push or create branches: ticketflow commits your work. If you "
+    "cannot continue without a human decision, end with one line `BLOCKED: <your question>`."
+)
+
+
+@dataclass
+class StreamState:
+    """What an adapter learned from the stream so far."""
+
+    session_id: str | None = None
+    model: str | None = None
+    tokens: TokenUsage = field(default_factory=TokenUsage)
+    outcome: AgentOutcomeKind | None = None
+    reason: str = ""
+    reset_at: datetime | None = None
+    retry_after: float | None = None
+    auth_failure: str | None = None
+    final_text: str = ""
+    errors: list[str] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    session_started: bool = False
+
+    def settle(self, outcome: AgentOutcomeKind, reason: str) -> None:
+        """Record an outcome; a limit or a question, once seen, is not overwritten by a later generic end."""
+        if self.outcome in ("usage_limit", "rate_limited", "blocked") and outcome in ("done", "failed"):
+            return
+        self.outcome, self.reason = outcome, reason
+
+    def add_tokens(self, prompt: int = 0, completion: int = 0, cost: float = 0.0) -> None:
+        self.tokens = self.tokens.plus(TokenUsage(prompt=prompt, completion=completion, cost_usd=cost))
+
+    def limit(self, found: Limit) -> None:
+        if found.kind == "usage":
+            later = self.reset_at is None or (found.reset_at is not None and found.reset_at > self.reset_at)
+            self.outcome, self.reason = "usage_limit", found.message
+            self.reset_at = found.reset_at if later else self.reset_at
+        elif self.outcome != "usage_limit":
+            self.outcome, self.reason, self.retry_after = "rate_limited", found.message, found.retry_after
+
+    def classify_error(self, text: str) -> bool:
+        """Error text from the agent: a limit, an auth failure, or neither (False)."""
+        found = parse_limit(text, datetime.now(UTC), local_zone())
+        if found is not None:
+            self.limit(found)
+            return True
+        if AUTH_FAILURE.search(text):
+            self.auth_failure = text.strip()[:300]
+            return True
+        return False
+
+
+def prompt_for(run: AgentRun, resuming: bool) -> str:
+    req = run.request
+    parts: list[str] = []
+    if resuming:
+        parts.append(f"Continue working on ticket {req.ticket.id} where you stopped.")
+    else:
+        parts += [f"Ticket {req.ticket.id}: {req.ticket.title}", req.ticket.body.strip()]
+        if req.workspace.context_summary:
+            parts.append(f"Repository context:\n{req.workspace.context_summary}")
+    test_command = req.ticket.test_command or req.workspace.test_command
+    if test_command:
+        parts.append(f"Test command: {test_command}")
+    if req.feedback:
+        parts.append(f"The last attempt did not pass; fix this:\n{req.feedback}")
+    if req.guidance:
+        parts.append(f"Guidance from a human:\n{req.guidance}")
+    parts.append(INSTRUCTIONS)
+    return "\n\n".join(parts)
+
+
+def cli_environment(config: AgentConfig, run: AgentRun, home: Path) -> dict[str, str]:
+    """An allowlist: the agent sees PATH and locale, its private HOME and only the keys it was given."""
+    env = {k: os.environ[k] for k in (*BASE_ENV, *config.pass_env) if k in os.environ}
+    env.update(
+        {
+            "HOME": str(home),
+            "TMPDIR": "/tmp",
+            "TICKETFLOW_WORKTREE": str(run.worktree),
+            "TICKETFLOW_TICKET": run.request.ticket.id,
+            "TICKETFLOW_ITERATION": str(run.request.iteration),
+        }
+    )
+    return env
+
+
+def agent_home(run: AgentRun) -> Path:
+    """One HOME per ticket (not per iteration): the CLIs keep their sessions there, so resume finds them."""
+    home = run.run_dir.parent / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def _session_marker(run: AgentRun, session_id: str) -> Path:
+    return run.run_dir.parent / "sessions" / re.sub(r"[^A-Za-z0-9_.-]", "_", session_id)
+
+
+def session_was_started(run: AgentRun, session_id: str | None) -> bool:
+    return bool(session_id) and _session_marker(run, session_id or "").exists()
+
+
+def mark_session_started(run: AgentRun, session_id: str) -> None:
+    marker = _session_marker(run, session_id)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
+def short(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= PROGRESS_CHARS else flat[: PROGRESS_CHARS - 1] + "…"
+
+
+def human_seconds(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+class CliAgent:
+    """Base of the CLI adapters; subclasses set `kind` and implement argv() and handle()."""
+
+    kind = "cli"
+    json_stream = True
+
+    def __init__(self, name: str, config: AgentConfig) -> None:
+        self.name = name
+        self.config = config
+
+    # ---------------------------------------------------------------------------- adapter hooks
+
+    def argv(self, run: AgentRun, prompt: str, session_id: str | None, resuming: bool) -> list[str]:
+        raise NotImplementedError
+
+    def handle(self, event: dict[str, Any], state: StreamState) -> Iterator[str]:
+        """Read one event of the stream into `state`; yield progress lines for the log."""
+        raise NotImplementedError
+
+    def handle_text(self, line: str, state: StreamState) -> Iterator[str]:
+        """A line that is not a JSON event (stderr, warnings)."""
+        if line.strip():
+            yield line
+
+    def prepare(self, run: AgentRun, home: Path) -> None:
+        """Per-run setup before the process starts (e.g. a settings file in the private HOME)."""
+
+    def binary(self) -> str:
+        return self.config.binary or self.kind
+
+    # ------------------------------------------------------------------------------------- run
+
+    async def run(self, run: AgentRun) -> AgentResult:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        home = agent_home(run)
+        self.prepare(run, home)
+        session_id = run.checkpoint.session_id
+        resuming = session_was_started(run, session_id)
+        state = StreamState(session_id=session_id if resuming else None)
+        if run.request.resume and not resuming:
+            run.on_line(f"[ticketflow] no earlier {self.kind} session on this host to resume; starting fresh")
+        argv = self.argv(run, prompt_for(run, resuming), session_id, resuming)
+        run.on_line(
+            f"[ticketflow] {'resuming session ' + str(session_id) if resuming else 'starting'} {self.kind}"
+        )
+        proc = await self._drive(run, argv, cli_environment(self.config, run, home), state)
+        if state.session_id:
+            run.checkpoint.session_id = state.session_id
+        return self.judge(run, state, proc)
+
+    async def _drive(
+        self, run: AgentRun, argv: list[str], env: dict[str, str], state: StreamState
+    ) -> ProcessResult:
+        events = _events_file(run)
+        # The keys this agent was given may show up in its own output; nothing else secret is in its reach.
+        keys = [env[k] for k in self.config.pass_env if len(env.get(k, "")) >= 8]
+        pending: asyncio.Queue[str | None] = asyncio.Queue()
+        spawned: list[int] = []
+
+        def sink(line: str) -> None:
+            before = len(state.steps)
+            event = _as_event(line) if self.json_stream else None
+            if event is not None and events is not None:
+                events.write(redact(json.dumps(event, separators=(",", ":")), keys) + "\n")
+                events.flush()
+            progress = self.handle(event, state) if event is not None else self.handle_text(line, state)
+            for text in progress:
+                run.on_line(redact(text, keys))
+            if state.session_id and not state.session_started:
+                state.session_started = True
+                mark_session_started(run, state.session_id)
+                run.checkpoint.session_id = state.session_id
+            for step in state.steps[before:]:
+                pending.put_nowait(step)
+
+        async def committer() -> None:
+            # The agent is frozen while its edit is committed, so the checkpoint holds exactly that step.
+            while (step := await pending.get()) is not None:
+                with paused(spawned[0] if spawned else None):
+                    await run.on_step(step)
+
+        commit_task = asyncio.create_task(committer())
+        try:
+            return await run_process(
+                run.wrap(argv),
+                cwd=run.worktree,
+                env=env,
+                timeout=run.timeout_seconds,
+                stall_timeout=run.stall_seconds,
+                on_line=sink,
+                on_spawn=spawned.append,
+            )
+        finally:
+            pending.put_nowait(None)
+            await commit_task
+            if events is not None:
+                events.close()
+
+    def judge(self, run: AgentRun, state: StreamState, proc: ProcessResult) -> AgentResult:
+        result = AgentResult(
+            outcome="done",
+            agent=self.name,
+            session_id=state.session_id or run.checkpoint.session_id,
+            model=state.model or self.config.model,
+            tokens=state.tokens,
+            output_tail=proc.tail[-40:],
+            duration_seconds=proc.duration_seconds,
+        )
+        outcome, reason = self._outcome(run, state, proc)
+        return result.model_copy(
+            update={
+                "outcome": outcome,
+                "reason": reason,
+                "reset_at": state.reset_at if outcome == "usage_limit" else None,
+                "retry_after_seconds": state.retry_after if outcome == "rate_limited" else None,
+            }
+        )
+
+    def _outcome(
+        self, run: AgentRun, state: StreamState, proc: ProcessResult
+    ) -> tuple[AgentOutcomeKind, str]:
+        if proc.timed_out:
+            return (
+                "failed",
+                f"{self.kind} ran past its execution timeout ({human_seconds(run.timeout_seconds)})",
+            )
+        if proc.stalled:
+            return "failed", f"{self.kind} printed nothing for {human_seconds(run.stall_seconds or 0)}"
+        if state.outcome is None and proc.exit_code != 0:
+            for text in [*state.errors, *proc.tail[-10:]]:
+                state.classify_error(text)
+        if state.auth_failure and state.outcome not in ("usage_limit", "rate_limited"):
+            raise ApplicationError(
+                f"{self.name} ({self.kind}) could not authenticate: {state.auth_failure}. Log it in for the "
+                "worker, or pass its key with pass_env",
+                type="AgentAuthFailed",
+                non_retryable=True,
+            )
+        if state.outcome is not None and state.outcome != "done":
+            return state.outcome, state.reason
+        if question := BLOCKED_PREFIX.search(state.final_text):
+            return "blocked", question["question"].strip()
+        if proc.exit_code != 0:
+            detail = " | ".join((state.errors or proc.tail)[-3:])
+            return "failed", f"{self.kind} exited {proc.exit_code}: {short(detail)}"
+        return "done", state.reason
+
+
+def _as_event(line: str) -> dict[str, Any] | None:
+    text = line.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        event = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _events_file(run: AgentRun) -> IO[str] | None:
+    if run.log_path is None:
+        return None
+    path = run.log_path.with_name(run.log_path.name.removesuffix(".log") + ".events.jsonl")
+    with contextlib.suppress(OSError):
+        return path.open("a", encoding="utf-8")
+    return None
