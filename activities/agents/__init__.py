@@ -10,10 +10,12 @@ from activities.agents.claude import ClaudeAgent
 from activities.agents.codex import CodexAgent
 from activities.agents.command import CommandAgent
 from activities.agents.gemini import GeminiAgent
+from activities.agents.ollama_agent import OllamaAgent
 from activities.settings import AgentConfig, Settings
 
 AGENT_KINDS: dict[str, Callable[[str, AgentConfig], Agent]] = {
     "command": CommandAgent,
+    "ollama": OllamaAgent,
     "claude": ClaudeAgent,
     "codex": CodexAgent,
     "aider": AiderAgent,
@@ -33,7 +35,10 @@ def build_agent(name: str, settings: Settings) -> Agent:
             f"agent {name!r} is not configured (configured: {known}); add [agents.{name}] with a command "
             "to ticketflow.toml"
         )
-    return AGENT_KINDS[config.kind](name, config)
+    agent = AGENT_KINDS[config.kind](name, config)
+    if isinstance(agent, OllamaAgent):
+        agent.bind_settings(settings)  # it calls the model servers configured in [models]
+    return agent
 
 
 __all__ = ["AGENT_KINDS", "Agent", "AgentNotConfigured", "AgentRun", "build_agent"]

@@ -65,7 +65,7 @@ class OpenAICompatClient:
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": request.model,
-            "messages": request.messages,
+            "messages": _wire(request.messages),
             "temperature": request.temperature,
             "max_tokens": request.max_output_tokens,
             "stream": request.stream,
@@ -155,6 +155,37 @@ class OpenAICompatClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _wire(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Our messages use Ollama's tool shapes; OpenAI wants ids, string arguments and tool_call_id."""
+    wired: list[dict[str, Any]] = []
+    pending: list[str] = []
+    for message in messages:
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            calls: list[dict[str, Any]] = []
+            for call in message["tool_calls"]:
+                call_id = f"call_{len(wired)}_{len(calls)}"
+                pending.append(call_id)
+                function = call["function"]
+                arguments = function.get("arguments")
+                text = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+                calls.append(
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": function["name"], "arguments": text},
+                    }
+                )
+            wired.append(
+                {"role": "assistant", "content": message.get("content") or None, "tool_calls": calls}
+            )
+        elif message.get("role") == "tool":
+            call_id = pending.pop(0) if pending else "call_unknown"
+            wired.append({"role": "tool", "tool_call_id": call_id, "content": message.get("content", "")})
+        else:
+            wired.append(message)
+    return wired
 
 
 def _message(body: dict[str, Any]) -> str:

@@ -1,0 +1,117 @@
+"""The native ollama agent: whole tickets on the real dev server and worker against our fake Ollama, plus
+its worktree confinement."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from activities.agents.ollama_agent import ToolError, Workspace, tool_read, tool_write
+from activities.settings import AgentConfig, Settings
+from tests.fakes.ollama_server import FakeOllama, Fault, Reply
+from tests.helpers import example_ticket, in_state, result_of, submit, wait_for_status
+from tests.llm.llm_helpers import with_models
+from workflows.contracts import TicketState
+
+MULTIPLY = "\n\ndef multiply(a: float, b: float) -> float:\n    return a * b\n"
+TEST = (
+    "import unittest\n\nimport calc\n\n\nclass MultiplyTest(unittest.TestCase):\n"
+    "    def test_multiply(self) -> None:\n        self.assertEqual(calc.multiply(4, 2.5), 10)\n"
+)
+
+
+def call(name: str, **arguments: str) -> dict[str, object]:
+    return {"name": name, "arguments": arguments}
+
+
+def multiply_session() -> list[Reply]:
+    return [
+        Reply(tool_calls=[call("read_file", path="calc.py")], prompt_tokens=300, completion_tokens=20),
+        Reply(
+            tool_calls=[
+                call(
+                    "replace_in_file",
+                    path="calc.py",
+                    old="    return a / b\n",
+                    new="    return a / b\n" + MULTIPLY,
+                ),
+                call("write_file", path="tests/test_multiply.py", content=TEST),
+            ],
+            prompt_tokens=500,
+            completion_tokens=120,
+        ),
+        Reply(tool_calls=[call("run_tests")], prompt_tokens=700, completion_tokens=10),
+        Reply(tool_calls=[call("finish", summary="added multiply() with a test")], prompt_tokens=900),
+    ]
+
+
+def use_ollama_agent(worker: Settings, fake: FakeOllama) -> None:
+    """Point the running worker's settings at the fake (activities read the same Settings object)."""
+    configured = with_models(worker, {"local": fake.url}, code=["big:latest"])
+    worker.models = configured.models
+    worker.agents["ollama"] = AgentConfig(kind="ollama", max_turns=8)
+
+
+async def test_agent_edits_runs_tests_and_finishes(
+    client: Client, worker: Settings, fake_ollama: FakeOllama
+) -> None:
+    use_ollama_agent(worker, fake_ollama)
+    fake_ollama.script("big:latest", *multiply_session())
+    ticket = example_ticket("demo-1-multiply.md", id="olla-1", agent="ollama")
+    await submit(client, worker, ticket)
+    result = await result_of(client, ticket.id)
+    assert result.state is TicketState.DONE, result.status.blocked_reason
+    assert "local/big:latest" in result.status.models_used
+    assert result.status.tokens.prompt >= 2400 and result.status.tokens.completion >= 150
+    chats = fake_ollama.chats()
+    assert len(chats) == 4 and chats[0].body["tools"][0]["function"]["name"] == "list_files"
+    tool_result = chats[1].body["messages"][-1]
+    assert tool_result["role"] == "tool" and "def divide" in tool_result["content"]
+    assert "PASSED" in chats[3].body["messages"][-1]["content"]  # the agent saw its tests pass
+
+
+async def test_usage_limit_waits_durably_then_resumes(
+    client: Client, worker: Settings, fake_ollama: FakeOllama
+) -> None:
+    use_ollama_agent(worker, fake_ollama)
+    fake_ollama.script("big:latest", Fault("usage_limit", seconds=3), *multiply_session())
+    ticket = example_ticket("demo-1-multiply.md", id="olla-limit", agent="ollama")
+    await submit(client, worker, ticket)
+    waiting = await wait_for_status(client, ticket.id, in_state(TicketState.WAITING_FOR_LIMIT), timeout=30)
+    assert waiting.waiting_until is not None  # the reset the server named: a workflow timer, not a retry
+    result = await result_of(client, ticket.id)
+    assert result.state is TicketState.DONE
+    assert fake_ollama.calls_while_limited == 0  # nobody called the provider before the reset
+    assert len(fake_ollama.chats()) == 5
+
+
+async def test_turn_limit_blocks_the_ticket(
+    client: Client, worker: Settings, fake_ollama: FakeOllama
+) -> None:
+    use_ollama_agent(worker, fake_ollama)
+    worker.agents["ollama"] = AgentConfig(kind="ollama", max_turns=2)
+    fake_ollama.script("big:latest", *[Reply(tool_calls=[call("list_files")])] * 2)
+    ticket = example_ticket("demo-1-multiply.md", id="olla-turns", agent="ollama")
+    await submit(client, worker, ticket)
+    status = await wait_for_status(client, ticket.id, in_state(TicketState.BLOCKED), timeout=30)
+    assert "turn limit of 2" in (status.blocked_reason or "")
+
+
+def test_paths_stay_inside_the_worktree(tmp_path: Path) -> None:
+    root = tmp_path / "wt"
+    (root / ".git").mkdir(parents=True)
+    (tmp_path / "secret.txt").write_text("top secret")
+    os.symlink(tmp_path / "secret.txt", root / "link.txt")
+    os.symlink(tmp_path, root / "linkdir")
+    ws = Workspace(root, None)
+    for bad in ("../secret.txt", "/etc/passwd", "link.txt", "linkdir/secret.txt", ".git/config", "a/../../x"):
+        with pytest.raises(ToolError):
+            tool_read(ws, bad)
+    with pytest.raises(ToolError):
+        tool_write(ws, "linkdir/new.txt", "escape")
+    assert not (tmp_path / "new.txt").exists()
+    assert tool_write(ws, "pkg/ok.py", "x = 1\n") == "wrote pkg/ok.py (1 lines)"
+    assert "x = 1" in tool_read(ws, "pkg/ok.py")
