@@ -15,6 +15,7 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.agents import sandbox
 from activities.heartbeat import with_heartbeats
 from activities.proc import run_process
 from activities.redact import redact
@@ -73,8 +74,12 @@ class CheckActivities:
         command = req.test_command or req.workspace.test_command
         if not command:
             return CheckReport(passed=True, command=NO_COMMAND, output_tail="no test command was detected")
+        # Offline and unable to touch anything but the worktree, unless configured otherwise.
+        argv = sandbox.wrap(
+            ["/bin/sh", "-c", worker_python(command)], sandbox.checks_plan(self._settings, path)
+        )
         run = run_process(
-            ["/bin/sh", "-c", worker_python(command)],
+            argv,
             cwd=path,
             env=check_env(),
             timeout=req.timeout_seconds,
