@@ -294,6 +294,7 @@ class AgentResult(Model):
     output_tail: list[str] = Field(default_factory=list)
     tokens: TokenUsage = Field(default_factory=TokenUsage)
     duration_seconds: float = 0.0
+    provider: str | None = None  # the model provider that reported usage_limit / rate_limited
 
 
 class ChecksRequest(Model):
@@ -393,6 +394,9 @@ class RunOptions(Model):
     checks_timeout_seconds: float = Field(default=1800, gt=0)
     dependency_poll_seconds: float = Field(default=30, gt=0)
     ui_url: str = ""
+    # stage -> the model providers its chain may call (activities.llm.chains.providers_for): the limit
+    # gates a ticket passes before that stage.
+    model_providers: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class StatusEvent(Model):
@@ -534,3 +538,54 @@ class IntakePollResult(Model):
     started: list[str] = Field(default_factory=list)
     rejected: list[str] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------- limit gates
+
+
+GateState = Literal["open", "limited", "probing"]
+
+
+class GateTurn(Model):
+    """A ticket asks to call a provider; the gate answers with a GatePass signal to `workflow_id`."""
+
+    provider: str
+    workflow_id: str
+
+
+class GatePass(Model):
+    provider: str
+    probe: bool = False  # this ticket's call is the one that tests whether the limit has really reset
+    limited_until: datetime | None = None
+
+
+class GateReport(Model):
+    """What a ticket learned from calling a provider: it answered, or it is limited until reset_at."""
+
+    provider: str
+    workflow_id: str
+    limited: bool = False
+    reset_at: datetime | None = None
+    reason: str = ""
+
+
+class GateSignal(Model):
+    """Input of the limit_gate_signal activity: signal-with-start of the provider's gate."""
+
+    turn: GateTurn | None = None
+    report: GateReport | None = None
+
+
+class GateStatus(Model):
+    """A limit gate's state; also its input across continue-as-new."""
+
+    provider: str
+    state: GateState = "probing"  # a new gate lets one call find out before the others go
+    limited_until: datetime | None = None
+    probe: str | None = None
+    probe_since: datetime | None = None
+    waiting: list[str] = Field(default_factory=list)
+    passes: int = 0
+    probes: int = 0
+    limits_reported: int = 0
+    runs: int = 1
