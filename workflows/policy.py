@@ -108,3 +108,20 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 # Heartbeats (checkpoints, cancellation) reach the server at least this often, whatever the timeout.
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 STALL_KILL_GRACE = timedelta(seconds=10)
+
+# Limit gates (workflows/limit_gate.py): one entity workflow per model provider.
+LIMIT_GATE_WORKFLOW_TYPE = "LimitGate"
+LIMIT_GATE_PASS_SIGNAL = "limit_gate_pass"
+# Signal-with-start of a gate; a local activity, so passing an open gate costs no task-queue round trip.
+LIMIT_GATE_SIGNAL = ActivityPolicy(
+    "limit_gate_signal", timedelta(seconds=30), None, _retry(10, initial=0.5, maximum=10)
+)
+# A probe that reports nothing for this long has died with its ticket: the next waiter probes.
+GATE_PROBE_TIMEOUT = timedelta(minutes=10)
+# A limit reported without any reset time is assumed to last this long.
+GATE_DEFAULT_LIMIT = timedelta(minutes=30)
+GATE_HISTORY_EVENT_LIMIT = 5_000
+
+
+def limit_gate_id(provider: str) -> str:
+    return f"limit-gate-{provider}"
