@@ -11,6 +11,7 @@ import pytest
 from temporalio.client import Client, ScheduleIntervalSpec
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
+from temporalio.worker import Worker
 
 from activities.intake import IntakeActivities
 from activities.settings import Settings
@@ -20,6 +21,7 @@ from clients.sources import open_source
 from tests.intake.conftest import ticket_text
 from workflows import policy
 from workflows.contracts import IntakePollRequest, Ticket, TicketState, WriteBackRequest
+from workflows.intake import IntakeWorkflow
 
 
 def _write(backlog: Path, name: str, **fields: Any) -> None:
@@ -108,3 +110,20 @@ async def test_write_back_activity(settings: Settings, backlog: Path) -> None:
     with pytest.raises(ApplicationError) as err:
         await env.run(write_back, WriteBackRequest(ticket=gone, state=TicketState.FAILED, reason="x"))
     assert err.value.type == "InvalidTicket" and err.value.non_retryable
+
+
+async def test_intake_workflow_polls_through_its_activity(
+    client: Client, settings: Settings, backlog: Path
+) -> None:
+    name = f"wf{uuid.uuid4().hex[:6]}"
+    _write(backlog, name, priority="high")
+    queue = f"{settings.task_queue}-intake"
+    activities = [IntakeActivities(settings).poll_sources]
+    async with Worker(client, task_queue=queue, workflows=[IntakeWorkflow], activities=activities):
+        result = await client.execute_workflow(
+            IntakeWorkflow.run,
+            IntakePollRequest(sources=[f"{backlog}?repo=calc"]),
+            id=f"intake-{name}",
+            task_queue=queue,
+        )
+    assert result.started == [name] and await intake.workflow_exists(client, name)
