@@ -10,6 +10,7 @@ import asyncio
 import json
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,18 +60,15 @@ def _label_names(labels: list[Any]) -> list[str]:
     return [str(label["name"]) if isinstance(label, dict) else str(label) for label in labels]
 
 
-@pytest.fixture(params=["local", "github", "gitlab", "gitea"])
-def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HostCase]:
-    if request.param == "local":
-        yield _local_case(tmp_path)
-        return
+@contextmanager
+def _rest_case(kind: str) -> Iterator[HostCase]:
     token = SecretStr(TOKEN)
-    server = {"github": serve_github, "gitlab": serve_gitlab, "gitea": serve_gitea}[request.param]
+    server = {"github": serve_github, "gitlab": serve_gitlab, "gitea": serve_gitea}[kind]
     with server(TOKEN, retry_after=3) as fake:
         host: GitHost
-        if request.param == "github":
+        if kind == "github":
             host = GitHubHost(fake.url, "acme/widgets", token, repo_url="https://github.com/acme/widgets")
-        elif request.param == "gitlab":
+        elif kind == "gitlab":
             host = GitLabHost(
                 f"{fake.url}/api/v4", "acme/widgets", token, repo_url="https://gl.example/acme/w"
             )
@@ -83,6 +81,22 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HostCase]:
             return _label_names(fake.pulls[number - 1]["labels"])
 
         yield HostCase(host, lambda _b: None, lambda: len(fake.pulls), labels_of, fake)
+
+
+@pytest.fixture(params=["local", "github", "gitlab", "gitea"])
+def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HostCase]:
+    if request.param == "local":
+        yield _local_case(tmp_path)
+        return
+    with _rest_case(request.param) as rest:
+        yield rest
+
+
+@pytest.fixture(params=["github", "gitlab", "gitea"])
+def rest_case(request: pytest.FixtureRequest) -> Iterator[HostCase]:
+    """The hosts behind an HTTP API: rate limits and server errors exist only there."""
+    with _rest_case(request.param) as rest:
+        yield rest
 
 
 def spec(head: str = "ticketflow/T-1-fix", labels: tuple[str, ...] = ()) -> PullRequestSpec:
@@ -153,9 +167,9 @@ async def test_retried_open_after_a_lost_reply_makes_no_second_pr(case: HostCase
     assert case.labels_of(first.number) == ["agent"]
 
 
-async def test_rate_limit_is_retryable_with_a_wait(case: HostCase) -> None:
-    if case.fake is None:
-        pytest.skip("a local repository has no rate limit")
+async def test_rate_limit_is_retryable_with_a_wait(rest_case: HostCase) -> None:
+    case = rest_case
+    assert case.fake is not None
     case.fake.inject("secondary_rate_limit")
     with pytest.raises(GitHostError) as err:
         await case.host.open_pr(spec())
@@ -163,9 +177,9 @@ async def test_rate_limit_is_retryable_with_a_wait(case: HostCase) -> None:
     assert case.count_prs() == 0
 
 
-async def test_server_error_is_retryable_and_passes(case: HostCase) -> None:
-    if case.fake is None:
-        pytest.skip("a local repository has no server")
+async def test_server_error_is_retryable_and_passes(rest_case: HostCase) -> None:
+    case = rest_case
+    assert case.fake is not None
     case.fake.inject("server_error")
     with pytest.raises(GitHostError) as err:
         await case.host.open_pr(spec())
