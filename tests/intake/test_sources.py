@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -336,3 +337,35 @@ async def test_github_write_back_comments_once_and_relabels(tmp_path: Path) -> N
         "ticketflow: DONE, pull request https://github.com/acme/widgets/pull/9",
     ]
     assert [label["name"] for label in fake.issues[0]["labels"]] == ["bug", "ticketflow:done"]
+
+
+async def test_beads_write_back_uses_bd_when_it_is_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in `bd` records its argv: with bd present, ticketflow leaves the JSONL to it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "bd-calls.jsonl"
+    fake_bd = bin_dir / "bd"
+    fake_bd.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    )
+    fake_bd.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    repo = tmp_path / "app"
+    path = write_beads(repo, [_bead("bd-1"), _bead("bd-2", status="closed")])
+    source = open_source(f"beads:{repo}", _settings(tmp_path))
+    (ticket,) = (await source.fetch()).tickets
+    before = path.read_text()
+
+    await source.mark_started(ticket)
+    await source.write_back(ticket, TicketState.BLOCKED, None, "which API?")
+    await source.write_back(ticket, TicketState.DONE, "https://x/pull/1", "")
+
+    assert [json.loads(line) for line in calls.read_text().splitlines()] == [
+        ["update", "bd-1", "--status", "in_progress"],
+        ["update", "bd-1", "--status", "blocked", "--append-notes", "ticketflow: BLOCKED: which API?"],
+        ["close", "bd-1", "--reason", "ticketflow: DONE, pull request https://x/pull/1"],
+    ]
+    assert path.read_text() == before  # bd owns the file when it is there
