@@ -174,6 +174,8 @@ class Settings(BaseSettings):
     sources: list[str] = Field(default_factory=list)
     intake_interval_minutes: float = Field(default=5.0, gt=0)
     webhook_secret: SecretStr | None = None
+    # Non-blocking review findings (medium/high) of a DONE ticket become follow-up tickets in its source.
+    follow_up_tickets: bool = False
 
     agent_stall_seconds: float = Field(default=15 * 60, gt=0, description="no output this long = stalled")
     # Test runs go through the same bubblewrap sandbox as agents, offline unless checks_network is set.

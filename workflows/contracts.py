@@ -500,12 +500,15 @@ class WriteBackRequest(Model):
     state: TicketState
     pr_url: str | None = None
     reason: str = ""
+    # The last review's findings; with `follow_up_tickets` on, non-blocking ones become new tickets.
+    findings: list[Finding] = Field(default_factory=list)
 
 
 class WriteBackResult(Model):
     changed: bool
     action: str = ""
     location: str | None = None
+    follow_ups: list[str] = Field(default_factory=list)
 
 
 class NotifyRequest(Model):
