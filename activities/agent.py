@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
+import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.service import RPCError
 
 from activities.agents import AgentNotConfigured, AgentRun, build_agent, sandbox
 from activities.gitops import commit_all, head
@@ -22,6 +27,7 @@ from workflows.contracts import AgentCheckpoint, AgentRequest, AgentResult
 # which waits on a durable timer and frees the worker slot.
 SHORT_RATE_LIMIT_SECONDS = 300
 HEARTBEAT_EVERY_SECONDS = 5.0
+log = logging.getLogger("ticketflow.agent")
 
 
 def load_checkpoint(req: AgentRequest) -> AgentCheckpoint:
@@ -66,7 +72,7 @@ class AgentActivities:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         secrets = self.settings.secret_values()
 
-        with log_path.open("a", encoding="utf-8") as log:
+        with log_path.open("a", encoding="utf-8") as log, _lease(self.settings, checkpoint) as renew_lease:
 
             def on_line(line: str) -> None:
                 log.write(redact(line, secrets) + "\n")
@@ -80,6 +86,7 @@ class AgentActivities:
                 )
                 checkpoint.last_commit = commit or checkpoint.last_commit
                 activity.heartbeat(checkpoint.model_dump(mode="json"))
+                renew_lease()
 
             run_root = self.settings.state_dir / "runs" / req.ticket.id
             run_root.mkdir(parents=True, exist_ok=True)
@@ -164,3 +171,87 @@ async def _heartbeating(checkpoint: AgentCheckpoint) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+# ------------------------------------------------------------------------ orphaned attempts (leases)
+#
+# Temporal notices a dead worker only when run_agent's heartbeat timeout expires. A worker that starts on
+# the same host can do better: every running attempt keeps a lease file (who runs it, its checkpoint); a
+# lease whose process is gone belongs to a killed worker, and failing that attempt right away makes
+# Temporal retry it now, from the checkpoint, instead of a heartbeat timeout later.
+
+
+def _leases_dir(settings: Settings) -> Path:
+    return settings.state_dir / "leases"
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of pid: tells a live process from a new one that reused its number."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+@contextlib.contextmanager
+def _lease(settings: Settings, checkpoint: AgentCheckpoint) -> Iterator[Callable[[], None]]:
+    info = activity.info()
+    path = _leases_dir(settings) / f"{info.workflow_id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+
+    def write() -> None:
+        lease = {
+            "workflow_id": info.workflow_id,
+            "run_id": info.workflow_run_id,
+            "activity_id": info.activity_id,
+            "attempt": info.attempt,
+            "host_id": settings.host_id,
+            "pid": pid,
+            "pid_start": _process_start(pid),
+            "checkpoint": checkpoint.model_dump(mode="json"),
+        }
+        path.with_suffix(".tmp").write_text(json.dumps(lease))
+        path.with_suffix(".tmp").replace(path)
+
+    write()
+    try:
+        yield write
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def reclaim_orphaned_agents(client: Client, settings: Settings) -> int:
+    """Fail the run_agent attempts of a dead worker on this host so they retry now; returns how many.
+
+    Call it before this worker starts polling: then no live attempt can be mistaken for an orphan.
+    """
+    reclaimed = 0
+    for path in sorted(_leases_dir(settings).glob("*.json")):
+        try:
+            lease = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        pid = int(lease.get("pid", 0))
+        if lease.get("host_id") != settings.host_id or (
+            pid and _process_start(pid) == lease.get("pid_start")
+        ):
+            continue
+        checkpoint = lease.get("checkpoint") or {}
+        handle = client.get_async_activity_handle(
+            workflow_id=lease["workflow_id"], run_id=lease["run_id"], activity_id=lease["activity_id"]
+        )
+        error = ApplicationError(
+            f"the worker running this agent died (pid {pid}); resuming from step {checkpoint.get('step', 0)}",
+            type="WorkerLost",
+        )
+        try:
+            await handle.fail(error, last_heartbeat_details=[checkpoint])
+            reclaimed += 1
+            log.warning(
+                "reclaimed %s %s from dead worker pid %s", lease["workflow_id"], lease["activity_id"], pid
+            )
+        except RPCError as exc:  # already timed out, retried or finished: nothing to do
+            log.info("lease %s needs no reclaim: %s", path.name, exc)
+        path.unlink(missing_ok=True)
+    return reclaimed

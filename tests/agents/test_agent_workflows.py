@@ -30,10 +30,8 @@ async def test_usage_limit_waits_then_resumes_the_same_session(
     result = await result_of(client, ticket.id)
 
     assert result.state is TicketState.DONE, result.status.events
-    argvs = [
-        json.loads(line)["argv"]
-        for line in (worker.state_dir / "runs" / ticket.id / "home" / "fake-agent-argv.jsonl").read_text().splitlines()
-    ]
+    record = worker.state_dir / "runs" / ticket.id / "home" / "fake-agent-argv.jsonl"
+    argvs = [json.loads(line)["argv"] for line in record.read_text().splitlines()]
     session = waiting.session_id
     assert len(argvs) == 2
     assert argvs[0][argvs[0].index("--session-id") + 1] == session and "--resume" not in argvs[0]
