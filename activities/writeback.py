@@ -15,7 +15,8 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from activities.redact import redact
 from activities.settings import Settings
 from clients.sources import SourceError, source_for_ticket
-from workflows.contracts import WriteBackRequest, WriteBackResult
+from clients.sources.base import follow_ups_for
+from workflows.contracts import TicketState, WriteBackRequest, WriteBackResult
 
 
 class WriteBackActivities:
@@ -29,9 +30,14 @@ class WriteBackActivities:
         secrets = self.settings.secret_values()
         try:
             source = source_for_ticket(req.ticket.source, self.settings)
-            return await source.write_back(
-                req.ticket, req.state, req.pr_url, redact(req.reason, secrets)[:500]
-            )
+            reason = redact(req.reason, secrets)[:500]
+            result = await source.write_back(req.ticket, req.state, req.pr_url, reason)
+            if req.state is TicketState.DONE and self.settings.follow_up_tickets:
+                for follow_up in follow_ups_for(req.ticket, req.findings, req.pr_url):
+                    activity.heartbeat(follow_up.ticket_id)
+                    created = await source.add_follow_up(req.ticket, follow_up)
+                    result.follow_ups += [created] if created else []
+            return result
         except SourceError as exc:
             message = redact(str(exc), secrets)
             if not exc.retryable:

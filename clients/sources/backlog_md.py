@@ -9,11 +9,12 @@ finds the file where the first attempt left it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-from clients.sources.base import Fetched, SourceError, SourceSpec, outcome_line
+from clients.sources.base import FOLLOW_UP_LABEL, Fetched, FollowUp, SourceError, SourceSpec, outcome_line
 from clients.ticket_files import TicketError, load_ticket_file
 from workflows.contracts import Ticket, TicketState, WriteBackResult, slugify
 
@@ -88,6 +89,28 @@ class BacklogSource:
         note = outcome_line(state, pr_url, reason)
         target = _DESTINATION.get(state)
         return await asyncio.to_thread(self._move, name, target, note, only_from=ALL_DIRS)
+
+    async def add_follow_up(self, parent: Ticket, follow_up: FollowUp) -> str | None:
+        return await asyncio.to_thread(self._add_follow_up, parent, follow_up)
+
+    def _add_follow_up(self, parent: Ticket, follow_up: FollowUp) -> str:
+        name = f"{follow_up.ticket_id}.md"
+        if self._find(name, ALL_DIRS) is None:
+            meta = {
+                "id": follow_up.ticket_id,
+                "title": follow_up.title,
+                "priority": follow_up.priority,
+                "labels": [FOLLOW_UP_LABEL],
+                "repo": parent.repo,
+                "base": parent.base_branch,
+            }
+            # JSON scalars are valid YAML, and json.dumps quotes whatever the finding's text holds.
+            front = "\n".join(f"{key}: {json.dumps(value)}" for key, value in meta.items())
+            (self.root / "todo").mkdir(exist_ok=True)
+            temp = self.root / "todo" / f".{name}.tmp"
+            temp.write_text(f"---\n{front}\n---\n{follow_up.body}\n", encoding="utf-8")
+            os.replace(temp, self.root / "todo" / name)
+        return follow_up.ticket_id
 
     def _item(self, ticket: Ticket) -> str:
         if not ticket.source:

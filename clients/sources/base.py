@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qsl, urlencode
 
-from workflows.contracts import Ticket, TicketState, WriteBackResult
+from workflows.contracts import MAX_TITLE_CHARS, Finding, Ticket, TicketState, WriteBackResult, slugify
 
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 MAX_ID = 63
+FOLLOW_UP_LABEL = "follow-up"
+FOLLOW_UP_SEVERITIES = ("high", "medium")
+MAX_FOLLOW_UPS = 5
 
 
 class SourceError(Exception):
@@ -70,6 +73,45 @@ def ticket_id_from(*parts: str) -> str:
     return raw[-MAX_ID:].lstrip("-_") or "ticket"
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """A new ticket for a non-blocking review finding; `ticket_id` is stable, so re-creating is a no-op."""
+
+    ticket_id: str
+    title: str
+    body: str
+    priority: int
+
+
+def follow_ups_for(parent: Ticket, findings: list[Finding], pr_url: str | None) -> list[FollowUp]:
+    """Medium and high findings that did not block, at most MAX_FOLLOW_UPS; none for a follow-up itself
+    (so review findings cannot breed tickets without end)."""
+    if FOLLOW_UP_LABEL in parent.labels:
+        return []
+    chosen = [f for f in findings if f.severity in FOLLOW_UP_SEVERITIES][:MAX_FOLLOW_UPS]
+    made = []
+    for number, finding in enumerate(chosen, 1):
+        message = " ".join(finding.message.split())
+        title = f"Follow-up to {parent.id}: {message}"[:MAX_TITLE_CHARS].strip()
+        if not slugify(title):
+            title = f"Follow-up to {parent.id}"
+        where = (
+            f" in `{finding.file}`" + (f" line {finding.line}" if finding.line else "")
+            if finding.file
+            else ""
+        )
+        body = (
+            f"The review of ticket {parent.id}"
+            + (f" ({pr_url})" if pr_url else "")
+            + f" found ({finding.severity}, rule `{finding.rule}`){where}:\n\n{finding.message}\n\n"
+            "It did not block that ticket; address it here."
+        )
+        made.append(
+            FollowUp(ticket_id_from(parent.id, f"fu{number}"), title, body, min(5, parent.priority + 1))
+        )
+    return made
+
+
 @dataclass
 class Fetched:
     tickets: list[Ticket] = field(default_factory=list)
@@ -95,6 +137,10 @@ class TicketSource(Protocol):
         self, ticket: Ticket, state: TicketState, pr_url: str | None, reason: str
     ) -> WriteBackResult:
         """Report the outcome in the source; doing it twice changes nothing the second time."""
+        ...
+
+    async def add_follow_up(self, parent: Ticket, follow_up: FollowUp) -> str | None:
+        """Create the follow-up item unless it exists; its reference, or None if the source has none."""
         ...
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from clients.sources.base import Fetched, SourceError, SourceSpec, outcome_line, ticket_id_from
+from clients.sources.base import Fetched, FollowUp, SourceError, SourceSpec, outcome_line, ticket_id_from
 from clients.ticket_files import explain
 from workflows.contracts import Ticket, TicketState, WriteBackResult
 
@@ -109,6 +109,9 @@ class BeadsSource:
         # A failed bead is parked as blocked, so `bd ready` does not hand it to the next agent either.
         status = {TicketState.DONE: "closed", TicketState.CANCELLED: "open"}.get(state, "blocked")
         return await self._apply(bead, {"status": status}, note, only_if=None)
+
+    async def add_follow_up(self, parent: Ticket, follow_up: FollowUp) -> str | None:
+        return None  # bd generates ids; creating issues is left to bd itself (docs/intake.md)
 
     async def _apply(
         self, bead: str, fields: dict[str, str], note: str | None, *, only_if: tuple[str, ...] | None

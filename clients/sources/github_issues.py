@@ -14,7 +14,14 @@ import httpx
 from pydantic import SecretStr, ValidationError
 
 from activities.githosts.base import error_for_status, rate_limit_wait
-from clients.sources.base import Fetched, SourceError, SourceSpec, outcome_line, ticket_id_from
+from clients.sources.base import (
+    Fetched,
+    FollowUp,
+    SourceError,
+    SourceSpec,
+    outcome_line,
+    ticket_id_from,
+)
 from clients.ticket_files import explain
 from workflows.contracts import Ticket, TicketState, WriteBackResult
 
@@ -115,6 +122,27 @@ class GitHubIssuesSource:
                 await _request(client, "POST", f"{base}/comments", json={"body": line})
             await self._relabel(client, base, state)
         return WriteBackResult(changed=not commented, action=f"{self.owner_repo}#{number}: {line}")
+
+    async def add_follow_up(self, parent: Ticket, follow_up: FollowUp) -> str | None:
+        """An issue labelled `<label>:follow-up` (not the intake label: a human decides to run it)."""
+        marker = f"<!-- ticketflow-follow-up: {follow_up.ticket_id} -->"
+        label = f"{self.label}:follow-up"
+        async with self._client() as client:
+            params = {"labels": label, "state": "all", "per_page": "100"}
+            existing = (
+                await _request(client, "GET", f"/repos/{self.owner_repo}/issues", params=params)
+            ).json()
+            found = next((i for i in existing if marker in str(i.get("body") or "")), None)
+            if found is None:
+                payload = {
+                    "title": follow_up.title,
+                    "body": f"{follow_up.body}\n\n{marker}",
+                    "labels": [label],
+                }
+                found = (
+                    await _request(client, "POST", f"/repos/{self.owner_repo}/issues", json=payload)
+                ).json()
+        return f"{self.owner_repo}#{found['number']}"
 
     async def _relabel(self, client: httpx.AsyncClient, base: str, state: TicketState) -> None:
         outcome = {TicketState.DONE: "done", TicketState.BLOCKED: "blocked"}.get(state, "failed")

@@ -188,6 +188,17 @@ class FakeGitHub(FakeHost):
             return self._create(data)
         if rest == ["issues"] and method == "GET":
             return self._list_issues(query, base)
+        if rest == ["issues"] and method == "POST":
+            if not data.get("title"):
+                return (
+                    422,
+                    {},
+                    {"message": "Validation Failed", "errors": [{"field": "title", "code": "missing"}]},
+                )
+            number = self.add_issue(
+                str(data["title"]), str(data.get("body") or ""), tuple(data.get("labels", []))
+            )
+            return 201, {}, self.issues[number - 1]
         if len(rest) >= 3 and rest[0] == "issues" and rest[1].isdigit():
             return self._issue_sub(method, int(rest[1]), rest[2:], data)
         return 404, {}, {"message": "Not Found"}

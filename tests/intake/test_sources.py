@@ -10,17 +10,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
+from temporalio.testing import ActivityEnvironment
 
 from activities.settings import Settings
+from activities.writeback import WriteBackActivities
 from clients.sources import SourceError, open_source, source_for_ticket, ticket_id_from
 from clients.sources.backlog_md import BacklogSource
-from clients.sources.base import parse_spec, split_item_ref
+from clients.sources.base import follow_ups_for, parse_spec, split_item_ref
 from clients.sources.beads import BeadsSource
 from clients.sources.github_issues import GitHubIssuesSource
 from clients.ticket_files import TicketError, parse_ticket
 from tests.fakes.githost_server import serve_github
 from tests.intake.conftest import BacklogWriter, write_beads
-from workflows.contracts import TicketState
+from workflows.contracts import Finding, Ticket, TicketState, WriteBackRequest
 
 TOKEN = "ghs_intakeTestToken0123456789abcdef"
 
@@ -369,3 +371,77 @@ async def test_beads_write_back_uses_bd_when_it_is_on_path(
         ["close", "bd-1", "--reason", "ticketflow: DONE, pull request https://x/pull/1"],
     ]
     assert path.read_text() == before  # bd owns the file when it is there
+
+
+# ------------------------------------------------------------------------------------- follow-ups
+
+
+def _findings() -> list[Finding]:
+    return [
+        Finding(severity="critical", rule="secret", message="blocking, never a follow-up"),
+        Finding(
+            severity="medium", rule="todo-left", message="A TODO was left\nin calc.py", file="calc.py", line=3
+        ),
+        Finding(severity="info", rule="style", message="too small to matter"),
+        Finding(severity="high", rule="broad-except", message="bare except"),
+    ]
+
+
+def test_follow_ups_pick_medium_and_high_non_blocking_findings(remote: Path) -> None:
+    parent = Ticket(id="task-3", title="Parent", body="b", repo=str(remote), priority=2)
+    made = follow_ups_for(parent, _findings(), "https://x/pull/4")
+
+    assert [(f.ticket_id, f.priority) for f in made] == [("task-3-fu1", 3), ("task-3-fu2", 3)]
+    assert made[0].title == "Follow-up to task-3: A TODO was left in calc.py"
+    assert "`calc.py` line 3" in made[0].body and "https://x/pull/4" in made[0].body
+    child = parent.model_copy(update={"labels": ["follow-up"]})
+    assert follow_ups_for(child, _findings(), None) == []
+    many = [Finding(severity="high", rule="r", message=f"m{n}") for n in range(9)]
+    assert len(follow_ups_for(parent, many, None)) == 5
+
+
+async def test_backlog_follow_ups_through_the_write_back_activity(
+    tmp_path: Path, backlog: Path, write_ticket: BacklogWriter, remote: Path
+) -> None:
+    write_ticket("task-3", priority=2)
+    source = open_source(f"{backlog}?repo={remote}", _settings(tmp_path))
+    (parent,) = (await source.fetch()).tickets
+    request = WriteBackRequest(
+        ticket=parent, state=TicketState.DONE, pr_url="file:///r#pull/1", findings=_findings()
+    )
+    switched_on = _settings(tmp_path).model_copy(update={"follow_up_tickets": True})
+    env = ActivityEnvironment()
+
+    first = await env.run(WriteBackActivities(switched_on).write_back, request)
+    again = await env.run(WriteBackActivities(switched_on).write_back, request)
+
+    assert first.follow_ups == again.follow_ups == ["task-3-fu1", "task-3-fu2"]
+    fetched = await source.fetch()
+    assert [(t.id, t.labels, t.priority, t.repo) for t in fetched.tickets] == [
+        ("task-3-fu1", ["follow-up"], 3, str(remote)),
+        ("task-3-fu2", ["follow-up"], 3, str(remote)),
+    ]
+    assert fetched.errors == []
+
+
+async def test_follow_ups_are_off_by_default(
+    tmp_path: Path, backlog: Path, write_ticket: BacklogWriter
+) -> None:
+    write_ticket("task-4", repo="calc")
+    (parent,) = (await open_source(str(backlog), _settings(tmp_path)).fetch()).tickets
+    request = WriteBackRequest(ticket=parent, state=TicketState.DONE, findings=_findings())
+    result = await ActivityEnvironment().run(WriteBackActivities(_settings(tmp_path)).write_back, request)
+    assert result.follow_ups == [] and list((backlog / "todo").iterdir()) == []
+
+
+async def test_github_follow_up_issue_is_created_once(tmp_path: Path) -> None:
+    with serve_github(TOKEN) as fake:
+        fake.add_issue("Parent", labels=("ticketflow",))
+        source = GitHubIssuesSource(parse_spec(f"github:acme/widgets?api={fake.url}"), SecretStr(TOKEN))
+        (parent,) = (await source.fetch()).tickets
+        (follow_up, _) = follow_ups_for(parent, _findings(), "https://github.com/acme/widgets/pull/2")
+        refs = [await source.add_follow_up(parent, follow_up) for _ in range(2)]
+        assert (await source.fetch()).tickets == [parent]  # follow-ups wait for a human to add the label
+
+    assert refs == ["acme/widgets#2", "acme/widgets#2"] and len(fake.issues) == 2
+    assert [label["name"] for label in fake.issues[1]["labels"]] == ["ticketflow:follow-up"]
