@@ -192,25 +192,39 @@ async def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
     folder = settings.logs_dir / args.id
-    files = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-    if not files:
+    files = _log_files(folder)
+    if not files and not args.follow:
         raise tickets.TicketOperationError(f"no logs for ticket {args.id} under {folder}")
     for path in files[:-1] if args.follow else files:
         print(f"==> {path.name} <==\n{path.read_text(errors='replace')}")
     if args.follow:
-        _follow(files[-1])
+        _follow(folder)
     return 0
 
 
-def _follow(path: Path) -> None:
-    print(f"==> {path.name} (following; Ctrl-C to stop) <==")
-    with path.open(errors="replace") as handle:
-        while True:
-            line = handle.readline()
-            if line:
-                print(line, end="", flush=True)
-            else:
-                time.sleep(0.5)
+def _log_files(folder: Path) -> list[Path]:
+    """One file per stage attempt, oldest first (raw agent events in *.events.jsonl are not shown)."""
+    return sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+
+
+def _follow(folder: Path) -> None:
+    """Print the newest log as it grows; when a newer attempt starts, finish the old file and switch."""
+    current: Path | None = None
+    handle = None
+    while True:
+        line = handle.readline() if handle is not None else ""
+        if line:
+            print(line, end="", flush=True)
+            continue
+        files = _log_files(folder)
+        if files and files[-1] != current:
+            if handle is not None:
+                print(handle.read(), end="", flush=True)
+                handle.close()
+            current, handle = files[-1], files[-1].open(errors="replace")
+            print(f"==> {current.name} (following; Ctrl-C to stop) <==", flush=True)
+            continue
+        time.sleep(0.3)
 
 
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
