@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from temporalio.client import Client
 
+from activities.settings import Settings
+from clients.intake import workflow_exists
 from clients.sources import Fetched
 from clients.sources.base import parse_spec
 from clients.sources.github_issues import GitHubIssuesSource
@@ -18,6 +24,7 @@ from clients.webhook import (
     DeliveryLog,
     RateLimiter,
     WebhookReceiver,
+    serve_webhook,
     signature_of,
     start_server,
 )
@@ -187,3 +194,36 @@ async def test_over_a_real_socket(tmp_path: Path, started: Started) -> None:
         huge_headers = await _post(port, "POST / HTTP/1.1\r\nX-Big: " + "a" * 70_000 + "\r\n\r\n", b"")
     assert ok == (200, {"message": "started acme-widgets-7"})
     assert too_big[0] == 413 and chunked[0] == 411 and huge_headers[0] == 431
+
+
+async def test_serve_webhook_starts_a_real_ticket(client: Client, settings: Settings) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    number = int(uuid.uuid4().int % 10**8)
+    configured = settings.model_copy(
+        update={"webhook_secret": SecretStr(SECRET.decode()), "sources": ["github:acme/widgets?repo=calc"]}
+    )
+    server = asyncio.create_task(serve_webhook(configured, "127.0.0.1", port))
+    try:
+        body = event().replace(b'"number": 7', f'"number": {number}'.encode())
+        sig = headers(body, delivery=f"real-{number}")
+        head = (
+            f"POST / HTTP/1.1\r\nX-Hub-Signature-256: {sig['x-hub-signature-256']}\r\n"
+            f"X-GitHub-Delivery: {sig['x-github-delivery']}\r\nX-GitHub-Event: issues\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        for _ in range(100):  # the server is up once it accepts a connection
+            try:
+                reply = await _post(port, head, body)
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        again = await _post(port, head, body)
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+    assert reply == (200, {"message": f"started acme-widgets-{number}"})
+    assert again[0] == 409 and await workflow_exists(client, f"acme-widgets-{number}")
+    assert (configured.state_dir / "webhook" / "deliveries.log").read_text().split() == [f"real-{number}"]
