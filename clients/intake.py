@@ -151,9 +151,13 @@ async def run_intake(
     report.errors += fetched.errors
     batch_ids = {t.id for t in fetched.tickets}
     outside = {d for t in fetched.tickets for d in t.depends_on} - batch_ids
-    known = outside & await source.known_ids()
-    known |= {d for d in sorted(outside - known) if await workflow_exists(client, d)}
-    plan = plan_intake(fetched.tickets, known)
+    # A dependency the source records as done is met, even once Temporal has dropped its workflow
+    # (retention), so it is not waited for.
+    done = outside & await source.done_ids()
+    batch = [_without(t, done) for t in fetched.tickets]
+    known = (outside - done) & await source.known_ids()
+    known |= {d for d in sorted(outside - done - known) if await workflow_exists(client, d)}
+    plan = plan_intake(batch, known)
     report.rejected += [f"{ticket_id}: {reason}" for ticket_id, reason in plan.rejected.items()]
     for ticket in plan.order:
         if dry_run:
@@ -161,6 +165,12 @@ async def run_intake(
             continue
         await _start_one(client, settings, source, ticket, report)
     return report
+
+
+def _without(ticket: Ticket, met: set[str]) -> Ticket:
+    if not met.intersection(ticket.depends_on):
+        return ticket
+    return ticket.model_copy(update={"depends_on": [d for d in ticket.depends_on if d not in met]})
 
 
 async def _start_one(

@@ -65,11 +65,14 @@ class BacklogSource:
         return found
 
     async def known_ids(self) -> set[str]:
-        return await asyncio.to_thread(self._known_ids)
+        return await asyncio.to_thread(self._ids_in, ALL_DIRS)
 
-    def _known_ids(self) -> set[str]:
+    async def done_ids(self) -> set[str]:
+        return await asyncio.to_thread(self._ids_in, ("done",))
+
+    def _ids_in(self, folders: tuple[str, ...]) -> set[str]:
         ids: set[str] = set()
-        for folder in ALL_DIRS:
+        for folder in folders:
             for path in (self.root / folder).glob("*.md"):
                 try:
                     ids.add(load_ticket_file(path, {"repo": "-", **self._defaults()}).id)

@@ -129,6 +129,10 @@ class TicketSource(Protocol):
         """Ids of items the source knows, finished ones included (dependencies may name them)."""
         ...
 
+    async def done_ids(self) -> set[str]:
+        """Ids of items the source itself records as done (a done/ file, a closed bead)."""
+        ...
+
     async def mark_started(self, ticket: Ticket) -> None:
         """Note in the source that the ticket now runs (e.g. move todo/ -> doing/); idempotent."""
         ...

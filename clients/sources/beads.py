@@ -97,6 +97,10 @@ class BeadsSource:
         issues = await asyncio.to_thread(_read_issues, self.folder)
         return {ticket_id_from(str(issue["id"])) for _, issue in issues}
 
+    async def done_ids(self) -> set[str]:
+        issues = await asyncio.to_thread(_read_issues, self.folder)
+        return {ticket_id_from(str(issue["id"])) for _, issue in issues if issue.get("status") == "closed"}
+
     async def mark_started(self, ticket: Ticket) -> None:
         bead = _bead_id(ticket)
         await self._apply(bead, {"status": "in_progress"}, None, only_if=("open",))

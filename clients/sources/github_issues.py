@@ -61,6 +61,9 @@ class GitHubIssuesSource:
     async def known_ids(self) -> set[str]:
         return set()  # issues outside the label are not fetched; dependencies on them are checked in Temporal
 
+    async def done_ids(self) -> set[str]:
+        return set()
+
     async def mark_started(self, ticket: Ticket) -> None:
         return None
 

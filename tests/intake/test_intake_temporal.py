@@ -20,7 +20,7 @@ from clients import intake
 from clients.sources import open_source
 from tests.intake.conftest import ticket_text
 from workflows import policy
-from workflows.contracts import IntakePollRequest, Ticket, TicketState, WriteBackRequest
+from workflows.contracts import IntakePollRequest, Ticket, TicketRun, TicketState, WriteBackRequest
 from workflows.intake import IntakeWorkflow
 
 
@@ -127,3 +127,19 @@ async def test_intake_workflow_polls_through_its_activity(
             task_queue=queue,
         )
     assert result.started == [name] and await intake.workflow_exists(client, name)
+
+
+async def test_dependencies_the_source_records_as_done_are_met(
+    client: Client, settings: Settings, backlog: Path
+) -> None:
+    p = f"d{uuid.uuid4().hex[:6]}"
+    (backlog / "done" / f"{p}-old.md").write_text(ticket_text(f"{p}-old"))  # its workflow is long gone
+    _write(backlog, f"{p}-new", depends_on=[f"{p}-old"])
+
+    report = await intake.run_intake(client, settings, open_source(f"{backlog}?repo=calc", settings))
+
+    assert report.started == [f"{p}-new"]
+    history = await client.get_workflow_handle(f"ticket-{p}-new").fetch_history()
+    payloads = history.events[0].workflow_execution_started_event_attributes.input.payloads
+    (run,) = await client.data_converter.decode(payloads, [TicketRun])
+    assert run.ticket.depends_on == []
