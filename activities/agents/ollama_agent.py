@@ -300,7 +300,11 @@ class _Loop:
     def model_failure(self, failed: ChainFailed) -> AgentResult:
         error = failed.error
         if failed.behaviour is Behaviour.WAIT_RESET:
-            extra: dict[str, Any] = {"reset_at": error.reset_at, "retry_after_seconds": error.retry_after}
+            extra: dict[str, Any] = {
+                "reset_at": error.reset_at,
+                "retry_after_seconds": error.retry_after,
+                "provider": error.endpoint,
+            }
             return self.result("usage_limit", f"{error.endpoint}: {error.message}", **extra)
         raise to_application_error(failed, activity.info().attempt, self.settings)
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import ollama
 
-from activities.llm.base import ChatReply, ChatRequest, ErrorKind, ModelError, ToolCall
+from activities.llm.base import ChatReply, ChatRequest, ErrorKind, ModelError, ToolCall, tls_context
 from activities.llm.headers import limit_error_fields, reset_from_headers, reset_from_text
 
 _CONTEXT_WORDS = ("context length", "context window", "exceeds the context", "too many tokens")
@@ -46,6 +46,7 @@ class OllamaClient:
             host=base_url,
             timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=30.0, pool=30.0),
             headers=headers,
+            verify=tls_context(),
             event_hooks={"response": [self._remember_error_headers]},
         )
 

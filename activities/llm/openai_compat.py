@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from activities.llm.base import ChatReply, ChatRequest, ErrorKind, ModelError, ToolCall
+from activities.llm.base import ChatReply, ChatRequest, ErrorKind, ModelError, ToolCall, tls_context
 from activities.llm.headers import limit_error_fields, reset_from_headers, reset_from_text
 
 _CONTEXT_CODES = ("context_length_exceeded", "string_above_max_length")
@@ -39,6 +39,7 @@ class OpenAICompatClient:
         self._http = httpx.AsyncClient(
             base_url=self._root,
             headers=headers,
+            verify=tls_context(),
             timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout, write=30.0, pool=30.0),
         )
 
