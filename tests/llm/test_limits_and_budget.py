@@ -91,9 +91,9 @@ async def test_breaker_opens_after_failures_and_probes_when_the_period_ends() ->
         client = OllamaClient("local", fake.url, num_ctx=4096)
         breaker = Breaker("local", failure_threshold=2, open_seconds=0.2)
         breaker.record_failure(_down())
-        assert breaker.state == "closed"
+        assert breaker.is_closed()
         breaker.record_failure(_down())
-        assert breaker.state == "open"
+        assert not breaker.is_closed()
         with pytest.raises(ModelError) as blocked:
             await breaker.admit(client)
         assert blocked.value.kind == "unreachable" and "circuit open" in blocked.value.message
