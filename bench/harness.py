@@ -1,0 +1,131 @@
+"""Pieces every benchmark shares: a private dev server, worker settings, the machine, the last JSON line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from activities.settings import AgentConfig, RepoConfig, Settings
+from clients.devserver import temporal_binary
+from workflows import visibility
+from workflows.contracts import Ticket, TicketRun, TicketState, workflow_id_for
+from workflows.ticket import TicketWorkflow
+
+
+@contextlib.asynccontextmanager
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """A Temporal dev server of our own (in-memory), with ticketflow's search attributes."""
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=visibility.SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+def worker_settings(
+    client: Client, state_dir: Path, remote: Path, agent: AgentConfig, **extra: Any
+) -> Settings:
+    """Settings for a benchmark worker: its own queue and state, no metrics/health ports to collide on."""
+    values: dict[str, Any] = {
+        "temporal_address": client.service_client.config.target_host,
+        "task_queue": f"bench-{uuid.uuid4().hex[:12]}",
+        "state_dir": state_dir,
+        "host_id": "bench",
+        "agents": {"bench": agent},
+        "default_agent": "bench",
+        "repos": {"calc": RepoConfig(url=str(remote))},
+        "metrics_address": "",
+        "health_address": "",
+        "reminder_interval_seconds": 3600,
+        "blocked_timeout_seconds": 24 * 3600,
+    }
+    values.update(extra)
+    return Settings(**values)
+
+
+def script_agent(folder: Path, name: str, code: str) -> AgentConfig:
+    """A `command` agent running a small Python script (sandbox off: we time ticketflow, not bwrap)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    path.write_text(code)
+    return AgentConfig(command=[sys.executable, str(path)], sandbox="off")
+
+
+async def start_ticket(client: Client, settings: Settings, ticket: Ticket) -> None:
+    """Start the real TicketWorkflow the way `ticketflow submit` does (minus the repo reachability check)."""
+    from clients.tickets import run_options
+
+    attributes = TypedSearchAttributes(
+        [
+            SearchAttributePair(visibility.TICKET_STATE, TicketState.QUEUED.value),
+            SearchAttributePair(visibility.TICKET_PRIORITY, ticket.priority),
+            SearchAttributePair(visibility.TICKET_REPO, ticket.repo),
+        ]
+    )
+    run: TicketRun = run_options(settings, ticket)
+    await client.start_workflow(
+        TicketWorkflow.run,
+        run,
+        id=workflow_id_for(ticket.id),
+        task_queue=settings.task_queue,
+        search_attributes=attributes,
+    )
+
+
+def machine() -> dict[str, Any]:
+    memory_kib = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_kib = int(line.split()[1])
+    return {
+        "cpus": os.cpu_count(),
+        "memory_mb": memory_kib // 1024,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """Resident set size from /proc (VmRSS), in MiB."""
+    status = Path(f"/proc/{pid or os.getpid()}/status").read_text()
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc status")
+
+
+def emit(result: dict[str, Any]) -> None:
+    """The last line every benchmark prints: one JSON object."""
+    print(json.dumps(result), flush=True)
+
+
+def write_config(path: Path, values: dict[str, Any]) -> None:
+    """A ticketflow.toml for the worker process (TOML via JSON-compatible literals)."""
+    lines: list[str] = []
+    tables: list[str] = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            for name, sub in value.items():
+                tables.append(f"[{key}.{name}]")
+                tables += [f"{k} = {json.dumps(v)}" for k, v in sub.items()]
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    path.write_text("\n".join(lines + tables) + "\n")
