@@ -95,7 +95,8 @@ class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["ollama", "openai"] = "ollama"
-    base_url: str = "http://127.0.0.1:11434"
+    # Ollama's own variable is the default, so a provider with no base_url follows OLLAMA_HOST.
+    base_url: str = Field(default_factory=lambda: os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434")
     api_key_env: str | None = Field(default=None, description="name of the variable holding the key")
     num_ctx: int = Field(default=16384, ge=512, description="context window sent with every Ollama call")
     keep_alive: str = "30m"
