@@ -51,6 +51,14 @@ def ticket_context(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def message_of(record: logging.LogRecord) -> str:
+    """The message without the context dict Temporal's loggers append to it (it becomes fields)."""
+    message = record.getMessage()
+    if getattr(record, "temporal_workflow", None) or getattr(record, "temporal_activity", None):
+        message = message.split(" ({'")[0]
+    return message
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, scrub: Callable[[str], str] = lambda text: text) -> None:
         super().__init__()
@@ -61,7 +69,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": self.scrub(record.getMessage()),
+            "msg": self.scrub(message_of(record)),
             **ticket_context(record),
         }
         if record.exc_info:
@@ -73,7 +81,7 @@ class TextFormatter(logging.Formatter):
     """`12:00:01 WARNING [PAY-12 run_agent #2] message` for people at a terminal."""
 
     def __init__(self, scrub: Callable[[str], str] = lambda text: text) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(ticket)s%(message)s", "%H:%M:%S")
+        super().__init__(datefmt="%H:%M:%S")
         self.scrub = scrub
 
     def format(self, record: logging.LogRecord) -> str:
@@ -84,10 +92,11 @@ class TextFormatter(logging.Formatter):
         if ctx.get("model"):
             parts.append(str(ctx["model"]))
         label = " ".join(str(p) for p in parts if p)
-        record.ticket = f"[{label}] " if label else ""
-        # Temporal appends its context dict to the message text too; the label above says it shorter.
-        record.msg = str(record.msg).split(" ({'")[0]
-        return self.scrub(super().format(record))
+        stamp = self.formatTime(record, self.datefmt)
+        line = f"{stamp} {record.levelname:<7} " + (f"[{label}] " if label else "") + message_of(record)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return self.scrub(line)
 
 
 def setup_logging(
