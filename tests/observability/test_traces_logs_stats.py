@@ -164,3 +164,19 @@ def test_log_lines_carry_the_activity_context_and_hide_secrets() -> None:
         logging.getLogger().removeHandler(handler)
     logged = json.loads(out.getvalue().splitlines()[-1])
     assert logged["msg"] == "token *** and ***"
+
+
+def test_watch_table_renders_rows_in_place() -> None:
+    from rich.console import Console
+
+    rows = [
+        watch.WatchRow("PAY-12", "BLOCKED", "run_agent", "qwen", "2/3", 3725.0, "Fix rounding", "half-up?"),
+        watch.WatchRow("PAY-13", "DONE", None, None, "", 61.0, "Add a test", "https://pr/1"),
+    ]
+    out = io.StringIO()
+    Console(file=out, width=160, color_system=None).print(watch.render(rows))
+    table = out.getvalue()
+    assert "ticketflow: 2 ticket(s)" in table
+    assert "PAY-12" in table and "BLOCKED" in table and "1h02m" in table and "half-up?" in table
+    assert watch.human_seconds(61) == "1m01s" and watch.human_seconds(None) == "-"
+    assert watch.human_seconds(2 * 86400 + 3600) == "2d01h"
