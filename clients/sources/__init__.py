@@ -7,7 +7,6 @@ path is a Backlog.md folder, or a beads repository when it holds a .beads folder
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from activities.settings import Settings
 from clients.sources.backlog_md import BacklogSource
@@ -16,6 +15,8 @@ from clients.sources.base import (
     SourceError,
     SourceSpec,
     TicketSource,
+    check_spec_text,
+    local_path,
     parse_spec,
     split_item_ref,
     ticket_id_from,
@@ -42,12 +43,13 @@ SOURCES: dict[str, Callable[[SourceSpec, Settings], TicketSource]] = {
 
 
 def _spec_of(text: str) -> SourceSpec:
+    check_spec_text(text)
     kind = text.partition(":")[0]
     if kind.isalpha() and len(kind) > 1 and ":" in text:
         return parse_spec(text)
     # A bare path: decide by what is in it.
     path, _, query = text.partition("?")
-    kind = "beads" if (Path(path).expanduser() / ".beads").is_dir() else "backlog"
+    kind = "beads" if (local_path(path) / ".beads").is_dir() else "backlog"
     return parse_spec(f"{kind}:{path}" + (f"?{query}" if query else ""))
 
 

@@ -14,7 +14,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from clients.sources.base import FOLLOW_UP_LABEL, Fetched, FollowUp, SourceError, SourceSpec, outcome_line
+from clients.sources.base import (
+    FOLLOW_UP_LABEL,
+    Fetched,
+    FollowUp,
+    SourceError,
+    SourceSpec,
+    local_path,
+    outcome_line,
+)
 from clients.ticket_files import TicketError, load_ticket_file
 from workflows.contracts import Ticket, TicketState, WriteBackResult, slugify
 
@@ -29,7 +37,7 @@ _DESTINATION = {
 
 def backlog_root(location: str) -> Path:
     """The folder holding todo/ etc.; a project folder with a backlog/ inside works too."""
-    path = Path(location).expanduser().resolve()
+    path = local_path(location)
     if not any((path / d).is_dir() for d in ALL_DIRS) and (path / "backlog").is_dir():
         path = path / "backlog"
     if not path.is_dir():

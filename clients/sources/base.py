@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qsl, urlencode
 
@@ -46,7 +47,26 @@ class SourceSpec:
         return f"{self.render()}#{item}"
 
 
+def check_spec_text(text: str) -> None:
+    """Refuse what no path or URL holds: control characters (NUL included) and unencodable text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SourceError(f"source {text!r} is not valid text (a lone surrogate?)") from None
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise SourceError(f"source {text!r} contains control characters")
+
+
+def local_path(location: str) -> Path:
+    """A source's folder: `~` expanded (an unknown `~user` is a clear error), made absolute."""
+    try:
+        return Path(location).expanduser().resolve()
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise SourceError(f"cannot use {location!r} as a folder: {exc}") from None
+
+
 def parse_spec(text: str) -> SourceSpec:
+    check_spec_text(text)
     kind, sep, rest = text.strip().partition(":")
     if not sep or not kind.isalpha() or not rest:
         raise SourceError(f"source {text!r} is not KIND:LOCATION (e.g. backlog:./backlog, github:acme/app)")

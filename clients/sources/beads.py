@@ -19,7 +19,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from clients.sources.base import Fetched, FollowUp, SourceError, SourceSpec, outcome_line, ticket_id_from
+from clients.sources.base import (
+    Fetched,
+    FollowUp,
+    SourceError,
+    SourceSpec,
+    local_path,
+    outcome_line,
+    ticket_id_from,
+)
 from clients.ticket_files import explain
 from workflows.contracts import Ticket, TicketState, WriteBackResult
 
@@ -28,7 +36,7 @@ BD_TIMEOUT = 60.0
 
 
 def beads_dir(location: str) -> Path:
-    path = Path(location).expanduser().resolve()
+    path = local_path(location)
     folder = path if path.name == ".beads" else path / ".beads"
     if not folder.is_dir():
         raise SourceError(f"{path} has no .beads folder; is it a beads repository?")
@@ -67,9 +75,14 @@ class BeadsSource:
                 found.tickets.append(self._ticket(issue))
             except ValidationError as exc:
                 found.errors.append(f"bead {issue['id']}: {explain(exc)}")
+            except SourceError as exc:
+                found.errors.append(f"bead {issue['id']}: {exc}")
         return found
 
     def _ticket(self, issue: dict[str, Any]) -> Ticket:
+        for key in ("labels", "dependencies"):
+            if not isinstance(issue.get(key) or [], list):
+                raise SourceError(f"{key} must be a list, not {type(issue[key]).__name__}")
         deps = [
             ticket_id_from(str(d.get("depends_on_id", "")))
             for d in issue.get("dependencies") or []
