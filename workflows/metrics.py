@@ -27,6 +27,7 @@ from temporalio.worker import (
 )
 
 from workflows.contracts import StatusEvent, TicketResult, TicketState, TicketStatus
+from workflows.policy import WORKFLOW_TYPE
 
 # Where the OpenTelemetry TracingInterceptor puts its W3C context (temporalio.contrib.opentelemetry).
 TRACE_HEADER = "_tracer-data"
@@ -135,6 +136,8 @@ def _status_from_failure(err: BaseException) -> TicketStatus | None:
 
 class _TicketMetricsInbound(WorkflowInboundInterceptor):
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        if workflow.info().workflow_type != WORKFLOW_TYPE:
+            return await super().execute_workflow(input)  # limit gates, intake: not tickets
         if workflow.info().continued_run_id is None:
             record_started()
         try:
