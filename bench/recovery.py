@@ -125,6 +125,8 @@ class Rig:
             TICKETFLOW_TASK_QUEUE=self.task_queue,
             TICKETFLOW_STATE_DIR=str(self.state_dir),
             TICKETFLOW_HOST_ID="recovery-host",
+            TICKETFLOW_METRICS_ADDRESS="",  # no fixed ports: other workers may hold them
+            TICKETFLOW_HEALTH_ADDRESS="",
             RECOVERY_STEPS=str(self.steps),
             RECOVERY_STEP_SECONDS=str(self.step_seconds),
             PYTHONPATH=str(Path(__file__).resolve().parents[1]),
@@ -172,6 +174,14 @@ class Rig:
                     proc.wait(30)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
+
+    def worker_logs(self, lines: int = 15) -> str:
+        """The tail of each worker's log, for a failure message."""
+        tails = []
+        for path in sorted(self.root.glob("worker*.log")):
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            tails.append(f"--- {path.name}\n" + "\n".join(tail))
+        return "\n".join(tails)
 
     def steps_log(self, ticket_id: str) -> list[str]:
         path = self.state_dir / "runs" / ticket_id / "iter1" / "home" / STEPS_LOG

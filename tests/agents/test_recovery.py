@@ -23,6 +23,9 @@ async def test_killed_worker_resumes_from_checkpoint_with_one_pr(
     rig = Rig(tmp_path, address, reclaim=True, steps=3, step_seconds=2.5)
     try:
         crash = await crash_and_recover(rig, temporal_env.client)
+    except BaseException:
+        print(rig.worker_logs())
+        raise
     finally:
         rig.stop()
 
