@@ -12,7 +12,7 @@ all read from the run's TicketStatus. `record_transition` is for live state chan
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -142,14 +142,27 @@ class _TicketMetricsInbound(WorkflowInboundInterceptor):
             record_started()
         try:
             result = await super().execute_workflow(input)
-        except BaseException as err:
+        except (Exception, asyncio.CancelledError) as err:
+            # Only the run's own ends: an eviction from the worker's cache (a BaseException the SDK
+            # throws into the coroutine) is not an outcome, and there is no workflow clock then.
             outcome = _outcome_of_failure(err)
             if outcome is not None:
-                record_finished(outcome, _status_from_failure(err), workflow.now())
+                _safely(record_finished, outcome, _status_from_failure(err))
             raise
         if isinstance(result, TicketResult):
-            record_finished(result.state, result.status, workflow.now())
+            _safely(record_finished, result.state, result.status)
         return result
+
+
+Recorder = Callable[[TicketState, TicketStatus | None, datetime], None]
+
+
+def _safely(record: Recorder, outcome: TicketState, status: TicketStatus | None) -> None:
+    """A metric must never change how a ticket ends."""
+    try:
+        record(outcome, status, workflow.now())
+    except Exception:
+        workflow.logger.warning("could not record ticket metrics", exc_info=True)
 
 
 class TicketMetricsInterceptor(Interceptor):
