@@ -157,6 +157,7 @@ async def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     from clients import stats
 
+    stats.parse_window(args.window)  # a bad window is a one-line error before any connection
     client = await connect(settings)
     result = await stats.collect(client, args.window, settings.default_agent)
     if args.json:
