@@ -33,11 +33,24 @@ class Bench:
     full: tuple[str, ...] = ()
     quick: tuple[str, ...] = ()
     timeout: float = 300
+    module: str = ""  # bench/<module>.py when one script runs under two names
+
+    @property
+    def script(self) -> str:
+        return self.module or self.name
 
 
 BENCHES = (
     Bench("overhead", ("ratio",), quick=("--count", "50", "--rounds", "1", "--warmup", "5")),
     Bench("concurrency", ("ratio_vs_one",), quick=("--count", "4", "--agent-seconds", "1")),
+    # The same, with no-op classify/checks/review/PR: what orchestration alone costs 16 agents.
+    Bench(
+        "concurrency_agent_only",
+        ("ratio_vs_one",),
+        full=("--stages", "agent"),
+        quick=("--count", "4", "--agent-seconds", "1", "--stages", "agent"),
+        module="concurrency",
+    ),
     Bench("recovery", ("restart_to_agent_running_seconds", "steps_redone")),
     Bench("limit_storm", ("calls_while_limited", "reset_to_last_resume_seconds")),
     Bench("workspace", ("ratio",), quick=("--files", "2000", "--rounds", "1")),
@@ -74,9 +87,9 @@ def last_json(lines: list[str]) -> dict[str, Any] | None:
 
 
 def run_one(bench: Bench, quick: bool) -> Outcome:
-    module = f"bench.{bench.name}"
-    if not (ROOT / "bench" / f"{bench.name}.py").is_file():
-        return Outcome(bench.name, "missing", detail=f"bench/{bench.name}.py does not exist yet")
+    module = f"bench.{bench.script}"
+    if not (ROOT / "bench" / f"{bench.script}.py").is_file():
+        return Outcome(bench.name, "missing", detail=f"bench/{bench.script}.py does not exist yet")
     args = list(bench.quick if quick else bench.full)
     if quick and not bench.quick:
         args = quick_flag(module)
