@@ -63,8 +63,10 @@ _RETRY_IN = re.compile(
     r"(?P<unit>ms|milliseconds?|s|sec(?:ond)?s?|m|min(?:ute)?s?|h|hours?)?\b",
     re.I,
 )
+# Anthropic's monthly spend cap resets at 00:00 UTC on the 1st.
+_MONTHLY = re.compile(r"enforced_spend_limit_reached|monthly spend limit", re.I)
 _RATE = re.compile(
-    r"rate.?limit|too many requests|\b429\b|RetryableQuotaError|rate limited you|"
+    r"experiencing high demand|rate.?limit|too many requests|\b429\b|RetryableQuotaError|rate limited you|"
     r"temporarily limiting requests|\b529\b|overloaded",
     re.I,
 )
@@ -91,6 +93,8 @@ def parse_limit(text: str, now: datetime, local: tzinfo | None = None) -> Limit 
     if _QUOTA.search(text) or (retry is not None and retry > RATE_TO_USAGE_SECONDS):
         if retry is not None:
             return Limit("usage", message, reset_at=now + timedelta(seconds=retry))
+        if _MONTHLY.search(text):
+            return Limit("usage", message, reset_at=_next_month(now))
         return Limit("usage", message, reset_at=_google_midnight(now) if _is_google(text) else None)
     if _RATE.search(text) or (retry is not None and re.search(r"retry|try again", text, re.I)):
         return Limit("rate", message, retry_after=retry)
@@ -156,3 +160,9 @@ def _google_midnight(now: datetime) -> datetime:
     zone = ZoneInfo(GOOGLE_QUOTA_ZONE)
     here = now.astimezone(zone)
     return datetime.combine(here.date() + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
+
+
+def _next_month(now: datetime) -> datetime:
+    here = now.astimezone(UTC)
+    year, month = (here.year + 1, 1) if here.month == 12 else (here.year, here.month + 1)
+    return datetime(year, month, 1, tzinfo=UTC)

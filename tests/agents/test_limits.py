@@ -72,8 +72,18 @@ USAGE_CASES = [
         "RetryableQuotaError: Quota exceeded for gemini-2.5-pro. Please retry in 3600s.",
         NOW + timedelta(hours=1),
     ),
+    (
+        "429 MODEL_CAPACITY_EXHAUSTED: capacity exceeded for gemini-2.5-pro",
+        at("America/Los_Angeles", 2026, 8, 9, 0, 0),
+    ),
+    # Anthropic API: the monthly spend cap resets on the 1st, 00:00 UTC
+    (
+        '429 {"type":"error","error":{"type":"rate_limit_error","details":{"error_code":'
+        '"enforced_spend_limit_reached"}}}',
+        datetime(2026, 9, 1, tzinfo=UTC),
+    ),
 ]
-USAGE_CASES[-2] = (USAGE_CASES[-2][0], at("America/Los_Angeles", 2026, 8, 9, 0, 0))
+USAGE_CASES[-4] = (USAGE_CASES[-4][0], at("America/Los_Angeles", 2026, 8, 9, 0, 0))
 
 
 @pytest.mark.parametrize(("message", "reset"), USAGE_CASES, ids=[c[0][:48] for c in USAGE_CASES])
@@ -95,6 +105,7 @@ RATE_CASES = [
     ('API Error: 529 {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}', None),
     ('429 {"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens"}}', None),
     ("HTTP 429 Too Many Requests, retry-after: 12", 12.0),
+    ("We're currently experiencing high demand, which may cause temporary errors.", None),
 ]
 
 
