@@ -15,7 +15,7 @@ from temporalio.worker import Worker
 from activities.llm.gate_signal import limit_gate_signal
 from activities.settings import Settings
 from bench.limit_storm import StormTicket, StormTicketWorkflow, storm_call
-from tests.fakes.ollama_server import FakeOllama
+from tests.fakes.ollama_server import FakeOllama, Fault
 from workflows import policy
 from workflows.contracts import GateStatus
 from workflows.limit_gate import LimitGateWorkflow
@@ -56,9 +56,10 @@ async def test_one_refused_call_then_everyone_waits_for_the_reset(
     client: Client, gate_queue: str, fake_ollama: FakeOllama
 ) -> None:
     provider = f"p-{uuid.uuid4().hex[:6]}"
-    fake_ollama.limit_for(2.0)
+    # The first call hits a usage limit lasting 2 s from that moment (however slow the start-up).
+    fake_ollama.script("small:latest", Fault("usage_limit", seconds=2.0))
     attempts = await run_tickets(client, gate_queue, fake_ollama, provider, 6)
-    assert fake_ollama.calls_while_limited == 1  # the first probe; the other five never called
+    assert fake_ollama.calls_while_limited == 0  # after the first refused call nobody called until the reset
     assert sorted(attempts) == [1] * 5 + [2]
     status = await gate_status(client, provider)
     assert (status.state, status.waiting, status.limits_reported) == ("open", [], 1)
