@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 
+from activities.heartbeat import with_heartbeats
 from activities.llm.budget import shrink_text
 from activities.llm.chains import chain_for, structured_stage
 from activities.llm.structured import schema_instruction
@@ -92,13 +93,15 @@ class ClassifyActivities:
         chain = chain_for(self._settings, "classify", req.ticket)
         if not chain:
             return classify_ticket(req.ticket)
-        result = await structured_stage(
+        call = structured_stage(
             self._settings,
             chain,
             lambda shrink: classify_messages(req.ticket, shrink),
             ModelClassification,
             attempt=activity.info().attempt,
         )
+        # A local model may take minutes to load: heartbeat so the 30 s heartbeat timeout does not fire.
+        result = await with_heartbeats(call, 5.0, "classifying")
         answer = result.value
         return Classification(
             kind=answer.kind,
