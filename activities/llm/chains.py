@@ -8,6 +8,7 @@ handled inside one activity attempt becomes a Temporal ApplicationError (to_appl
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from activities.llm.structured import structured_chat
 from activities.settings import ProviderConfig, Settings
 from workflows.contracts import Ticket, TokenUsage
 
+log = logging.getLogger("ticketflow.llm")
 T = TypeVar("T")
 S = TypeVar("S", bound=BaseModel)
 STAGES = ("classify", "code", "review")
@@ -178,12 +180,22 @@ async def _try_model(
         except ModelError as error:
             error.model = error.model or ref.model
             calls.append(CallRecord(model=ref.label, error=str(error)))
+            log.warning("model call to %s failed: %s -> %s", ref.label, error, error.behaviour.value)
             if error.behaviour is Behaviour.SHRINK and shrink < MAX_SHRINKS:
                 continue
             return error
-        calls.extend(
+        served = [
             CallRecord(ref.label, r.prompt_tokens, r.completion_tokens, r.latency_seconds) for r in replies
-        )
+        ]
+        for record in served:
+            log.info(
+                "model call served by %s: %d prompt + %d completion tokens in %.2fs",
+                record.model,
+                record.prompt_tokens,
+                record.completion_tokens,
+                record.latency_seconds,
+            )
+        calls.extend(served)
         return value, replies
     raise AssertionError("unreachable: the loop returns")
 
