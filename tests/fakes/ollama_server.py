@@ -10,6 +10,7 @@ Runs in a background thread so the test's event loop (and the worker on it) can 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
+
+import yaml
 
 FaultKind = Literal[
     "model_missing",  # 404 model not found
@@ -336,3 +339,59 @@ def refused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+# ------------------------------------------------------------------ replies for the example backlog
+
+_RECIPE = re.compile(r"<!--\s*demo-agent\s*\n(.*?)-->", re.DOTALL)
+_NUMBERED = re.compile(r"^\s*\d+  ?", re.MULTILINE)
+
+
+def example_backlog_responder(body: dict[str, Any]) -> Scripted:
+    """Model replies for examples/backlog: structured answers for classify/review, and for the ollama
+    agent the tool calls that carry out the ticket's `<!-- demo-agent -->` recipe (the same recipe the
+    demo's command agent follows), one call per turn, then run_tests and finish."""
+    if body.get("format"):
+        return _structured_answer(body["format"])
+    messages = body.get("messages", [])
+    prompt = next((str(m.get("content", "")) for m in messages if m.get("role") == "user"), "")
+    match = _RECIPE.search(prompt)
+    if not match:
+        return Reply(tool_calls=[_call("ask_human", question="no scripted replies for this ticket")])
+    recipe: dict[str, Any] = yaml.safe_load(match.group(1)) or {}
+    if recipe.get("ask") and "Guidance from a human" not in prompt:
+        return Reply(tool_calls=[_call("ask_human", question=str(recipe["ask"]))])
+    retry = "Your previous attempt did not pass" in prompt
+    first_try = None if retry else recipe.get("first_try")
+    edits: list[dict[str, Any]] = first_try or recipe.get("steps") or []
+    actions = [action for edit in edits for action in _edit_actions(edit)]
+    actions += [("run_tests", {}), ("finish", {"summary": "; ".join(str(e["describe"]) for e in edits)})]
+    turn = sum(1 for m in messages if m.get("role") == "assistant")
+    name, arguments = actions[min(turn, len(actions) - 1)]
+    if name == "append_file":  # needs the file as the previous read_file returned it
+        last_read = next(str(m["content"]) for m in reversed(messages) if m.get("tool_name") == "read_file")
+        current = "" if last_read == "(empty file)" else _NUMBERED.sub("", last_read) + "\n"
+        name, arguments = "write_file", {"path": arguments["path"], "content": current + arguments["append"]}
+    return Reply(tool_calls=[_call(name, **arguments)], prompt_tokens=400 + 50 * turn, completion_tokens=60)
+
+
+def _edit_actions(edit: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
+    path = str(edit["file"])
+    if "write" in edit:
+        return [("write_file", {"path": path, "content": str(edit["write"])})]
+    if "replace" in edit:
+        spec = edit["replace"]
+        return [("replace_in_file", {"path": path, "old": str(spec["old"]), "new": str(spec["new"])})]
+    return [("read_file", {"path": path}), ("append_file", {"path": path, "append": str(edit["append"])})]
+
+
+def _call(name: str, **arguments: str) -> dict[str, Any]:
+    return {"name": name, "arguments": arguments}
+
+
+def _structured_answer(schema: dict[str, Any]) -> Reply:
+    properties = schema.get("properties", {})
+    if "findings" in properties:
+        return Reply(content=json.dumps({"findings": [], "summary": "the change does what the ticket asks"}))
+    answer = {"kind": "feature", "complexity": "low", "risk": "low", "rationale": "a small, contained change"}
+    return Reply(content=json.dumps(answer), prompt_tokens=150, completion_tokens=30)

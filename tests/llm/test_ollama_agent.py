@@ -11,7 +11,7 @@ from temporalio.client import Client
 
 from activities.agents.ollama_agent import ToolError, Workspace, tool_read, tool_write
 from activities.settings import AgentConfig, Settings
-from tests.fakes.ollama_server import FakeOllama, Fault, Reply
+from tests.fakes.ollama_server import FakeOllama, Fault, Reply, example_backlog_responder
 from tests.helpers import example_ticket, in_state, result_of, submit, wait_for_status
 from tests.llm.llm_helpers import with_models
 from workflows.contracts import TicketState
@@ -115,3 +115,19 @@ def test_paths_stay_inside_the_worktree(tmp_path: Path) -> None:
     assert not (tmp_path / "new.txt").exists()
     assert tool_write(ws, "pkg/ok.py", "x = 1\n") == "wrote pkg/ok.py (1 lines)"
     assert "x = 1" in tool_read(ws, "pkg/ok.py")
+
+
+@pytest.mark.parametrize("name", ["demo-1-multiply.md", "demo-2-divide-by-zero.md"])
+async def test_example_tickets_on_the_fake_server(
+    client: Client, worker: Settings, fake_ollama: FakeOllama, name: str
+) -> None:
+    """The offline demo's model: replies written for the example backlog drive the real agent loop."""
+    use_ollama_agent(worker, fake_ollama)
+    worker.models.classify = worker.models.review = ["small:latest"]
+    fake_ollama.responder = example_backlog_responder
+    ticket = example_ticket(name, id=f"olla-{name[:6]}", agent="ollama")
+    await submit(client, worker, ticket)
+    result = await result_of(client, ticket.id)
+    assert result.state is TicketState.DONE, result.status.blocked_reason
+    assert result.status.last_checks is not None and result.status.last_checks.passed
+    assert {"local/small:latest", "local/big:latest"} <= set(result.status.models_used)
