@@ -395,3 +395,33 @@ def _structured_answer(schema: dict[str, Any]) -> Reply:
         return Reply(content=json.dumps({"findings": [], "summary": "the change does what the ticket asks"}))
     answer = {"kind": "feature", "complexity": "low", "risk": "low", "rationale": "a small, contained change"}
     return Reply(content=json.dumps(answer), prompt_tokens=150, completion_tokens=30)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tests.fakes.ollama_server --port 11435`: serve the example-backlog replies until killed
+    (for the offline demo: no real Ollama, but the whole model path still runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="ticketflow's fake Ollama with replies for examples/backlog")
+    parser.add_argument("--port", type=int, default=11435)
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        default=[
+            "qwen2.5:3b",
+            "qwen2.5-coder:14b",
+            "qwen2.5-coder:7b",
+            "qwen3:14b",
+            "small:latest",
+            "big:latest",
+        ],
+    )
+    args = parser.parse_args(argv)
+    fake = FakeOllama(models=set(args.models), responder=example_backlog_responder)
+    httpd = ThreadingHTTPServer(("127.0.0.1", args.port), _handler_for(fake))
+    print(f"fake Ollama (replies written for examples/backlog) on http://127.0.0.1:{args.port}", flush=True)
+    httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
