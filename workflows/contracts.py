@@ -278,6 +278,7 @@ class AgentRequest(Model):
     guidance: str | None = None
     session_id: str | None = None
     resume: bool = False
+    tokens_left: int | None = None  # what remains of the ticket's token budget; None = no budget
 
 
 class AgentResult(Model):
