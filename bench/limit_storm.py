@@ -79,11 +79,22 @@ _CALL_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(millise
 class StormTicketWorkflow:
     """A ticket reduced to its model call: gated (pass the LimitGate first) or naive (own backoff)."""
 
+    def __init__(self) -> None:
+        self._waited = False
+
+    def _on_wait(self) -> None:
+        self._waited = True
+
+    @workflow.query
+    def waited(self) -> bool:
+        """Whether the gate held this ticket back long enough to say so (WAITING_FOR_LIMIT)."""
+        return self._waited
+
     @workflow.run
     async def run(self, spec: StormTicket) -> int:
         gates = GateClient() if spec.gated else None
         for attempt in range(spec.max_attempts):
-            gate_pass = await gates.wait_turn(spec.provider) if gates else None
+            gate_pass = await gates.wait_turn(spec.provider, self._on_wait) if gates else None
             outcome = await workflow.execute_activity(
                 storm_call,
                 StormCall(url=spec.url, ticket=spec.ticket),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -23,6 +24,10 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from workflows import policy
     from workflows.contracts import GatePass, GateReport, GateSignal, GateStatus, GateTurn
+
+
+# A pass that has not come after this long means the gate holds the ticket back: say so.
+GATE_NOTICE = timedelta(seconds=2)
 
 
 @workflow.defn(name=policy.LIMIT_GATE_WORKFLOW_TYPE)
@@ -181,13 +186,23 @@ class GateClient:
     def _on_pass(self, gate_pass: GatePass) -> None:
         self._passes[gate_pass.provider] = gate_pass
 
-    async def wait_turn(self, provider: str) -> GatePass:
+    async def wait_turn(self, provider: str, on_wait: Callable[[], None] | None = None) -> GatePass:
+        """Return once the gate lets this workflow call `provider`; `on_wait` runs if that takes a while
+        (the ticket shows WAITING_FOR_LIMIT instead of its stage)."""
         self._passes.pop(provider, None)
         turn = GateTurn(provider=provider, workflow_id=workflow.info().workflow_id)
         if provider not in self._known or not await _signal_gate(provider, "request_turn", turn):
             await _signal_with_start(GateSignal(turn=turn))  # the gate may not exist yet: start it
             self._known.add(provider)
-        await workflow.wait_condition(lambda: provider in self._passes, timeout_summary=f"gate of {provider}")
+        arrived = lambda: provider in self._passes  # noqa: E731
+        if on_wait is not None:
+            try:
+                await workflow.wait_condition(
+                    arrived, timeout=GATE_NOTICE, timeout_summary=f"gate of {provider}"
+                )
+            except TimeoutError:
+                on_wait()
+        await workflow.wait_condition(arrived, timeout_summary=f"gate of {provider}")
         return self._passes.pop(provider)
 
     async def report(

@@ -238,7 +238,8 @@ class _Loop:
         self.settings, self.chain, self.run, self.max_turns = settings, chain, run, max_turns
         req = run.request
         self.ws = Workspace(run.worktree, req.ticket.test_command or req.workspace.test_command)
-        self.ledger = TokenLedger(budget=req.ticket.budget.tokens)
+        budget = req.tokens_left if req.tokens_left is not None else req.ticket.budget.tokens
+        self.ledger = TokenLedger(budget=budget)
         self.messages: list[dict[str, Any]] = [
             {"role": "system", "content": _SYSTEM},
             {"role": "user", "content": task_prompt(run)},

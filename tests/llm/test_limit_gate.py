@@ -81,7 +81,7 @@ async def test_a_carried_limit_is_honoured_after_continue_as_new(
 ) -> None:
     """A gate started with the status a previous run carried keeps every ticket back until the reset."""
     provider = f"p-{uuid.uuid4().hex[:6]}"
-    reset = datetime.fromtimestamp(fake_ollama.limit_for(1.5), UTC)
+    reset = datetime.fromtimestamp(fake_ollama.limit_for(3.0), UTC)
     carried = GateStatus(provider=provider, state="limited", limited_until=reset, runs=2)
     await client.start_workflow(
         LimitGateWorkflow.run,
@@ -94,3 +94,5 @@ async def test_a_carried_limit_is_honoured_after_continue_as_new(
     assert fake_ollama.calls_while_limited == 0
     status = await gate_status(client, provider)
     assert (status.state, status.runs, status.probes) == ("open", 2, 1)
+    for i in range(3):  # held back past GATE_NOTICE: each ticket was told, to show WAITING_FOR_LIMIT
+        assert await client.get_workflow_handle(f"gated-{provider}-{i}").query(StormTicketWorkflow.waited)
