@@ -53,7 +53,7 @@ BENCHES = (
     ),
     Bench("recovery", ("restart_to_agent_running_seconds", "steps_redone")),
     Bench("limit_storm", ("calls_while_limited", "reset_to_last_resume_seconds")),
-    Bench("workspace", ("ratio",), quick=("--files", "2000", "--rounds", "1")),
+    Bench("workspace", ("ratio", "transfer_ratio"), quick=("--files", "2000", "--rounds", "1")),
     Bench("footprint", ("rss_blocked_mb",), quick=("--count", "30"), timeout=420),
 )
 

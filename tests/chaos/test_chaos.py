@@ -109,11 +109,12 @@ async def worker_kill_scenario(client: Client, settings: Settings, remote: Path,
             # Kill only once the new process is really at work, at a random moment of its work.
             assert worker.proc is not None
             await wait_until_polling(client, settings.host_queue, worker.proc.pid)
-            await asyncio.sleep(rng.uniform(0.3, 2.5))
+            # Spread the kills over the run: about one per `count / kills` seconds of work.
+            await asyncio.sleep(rng.uniform(0.3, max(2.5, count / max(kills, 1))))
             worker.kill()
             report.worker_kills += 1
             worker.start()
-        results = await finish(lambda: client, ticket_list, timeout=120 + 3 * count)
+        results = await finish(lambda: client, ticket_list, timeout=120 + 6 * count)
     return await judge(report, client, results, remote, journal, started)
 
 
@@ -186,7 +187,7 @@ async def server_restart_scenario(settings: Settings, remote: Path, folder: Path
             report.server_restarts += 1
             await wait_for_port(own.temporal_address, 60)
             client = await connect_when_ready(own.temporal_address)
-            results = await finish(lambda: client, ticket_list, timeout=120 + 3 * count)
+            results = await finish(lambda: client, ticket_list, timeout=120 + 6 * count)
         return await judge(report, client, results, remote, journal, started)
 
 
