@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 from rich.live import Live
@@ -33,6 +33,8 @@ STATE_STYLES = {
     "CANCELLED": "dim",
 }
 MAX_PARALLEL_QUERIES = 16
+# A ticket whose worker is down cannot answer; its row shows what visibility knows instead of waiting.
+QUERY_TIMEOUT = timedelta(seconds=2)
 
 
 @dataclass
@@ -76,8 +78,8 @@ def to_row(summary: tickets.TicketSummary, status: TicketStatus | None, now: dat
     )
 
 
-async def collect_rows(client: Client, state: str | None = None) -> list[WatchRow]:
-    found = await tickets.list_tickets(client, state)
+async def collect_rows(client: Client, state: str | None = None, ids: Collection[str] = ()) -> list[WatchRow]:
+    found = [t for t in await tickets.list_tickets(client, state) if not ids or t.ticket_id in ids]
     gate = asyncio.Semaphore(MAX_PARALLEL_QUERIES)
 
     async def status_of(summary: tickets.TicketSummary) -> TicketStatus | None:
@@ -86,7 +88,9 @@ async def collect_rows(client: Client, state: str | None = None) -> list[WatchRo
         async with gate:
             try:
                 handle = tickets.handle_for(client, summary.ticket_id)
-                status: TicketStatus = await handle.query("status", result_type=TicketStatus)
+                status: TicketStatus = await handle.query(
+                    "status", result_type=TicketStatus, rpc_timeout=QUERY_TIMEOUT
+                )
                 return status
             except Exception:
                 return None  # no worker answering right now: show what visibility knows
@@ -130,13 +134,14 @@ async def watch(
     client: Client,
     *,
     state: str | None = None,
+    ids: Collection[str] = (),
     once: bool = False,
     as_json: bool = False,
     interval: float = 2.0,
     console: Console | None = None,
 ) -> int:
     out = console or Console()
-    rows = await collect_rows(client, state)
+    rows = await collect_rows(client, state, ids)
     if as_json:
         print(json.dumps([asdict(r) for r in rows], indent=2, default=str))
         return 0
@@ -146,12 +151,14 @@ async def watch(
     with Live(render(rows), console=out, refresh_per_second=4, screen=False) as live:
         while True:
             await asyncio.sleep(interval)
-            live.update(render(await collect_rows(client, state)))
+            live.update(render(await collect_rows(client, state, ids)))
 
 
 async def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     client = await connect(settings)
-    return await watch(client, state=args.state, once=args.once, as_json=args.json, interval=args.interval)
+    return await watch(
+        client, state=args.state, ids=args.ids, once=args.once, as_json=args.json, interval=args.interval
+    )
 
 
 async def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
@@ -170,6 +177,7 @@ async def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     """Register `watch` and `stats` with cli.build_parser's `command(name, handler, help)` helper."""
     p = command("watch", cmd_watch, "a live table of tickets: state, stage, model, iteration, elapsed")
+    p.add_argument("ids", nargs="*", metavar="ID", help="only these tickets")
     p.add_argument("--state", help="only tickets in this state, e.g. BLOCKED")
     p.add_argument("--once", action="store_true", help="print the table once and exit")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")

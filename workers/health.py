@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client
 from temporalio.runtime import Runtime
@@ -60,7 +60,9 @@ async def oldest_blocked_seconds(client: Client, task_queue: str, limit: int = 5
     async for execution in client.list_workflows(query, limit=limit):
         handle = client.get_workflow_handle(execution.id)
         with contextlib.suppress(Exception):  # a ticket moving on mid-count is fine
-            status: TicketStatus = await handle.query("status", result_type=TicketStatus)
+            status: TicketStatus = await handle.query(
+                "status", result_type=TicketStatus, rpc_timeout=timedelta(seconds=2)
+            )
             if status.blocked_since is not None:
                 oldest = max(oldest, (now - status.blocked_since).total_seconds())
     return oldest

@@ -69,7 +69,8 @@ async def test_tickets_are_traced_logged_watched_and_counted(
         assert "with no answer" in str(failed.value.cause)
 
         # watch: one row per ticket, from visibility plus the running ones' status.
-        rows = {r.ticket_id: r for r in await watch.collect_rows(w.client)}
+        rows = {r.ticket_id: r for r in await watch.collect_rows(w.client, ids={done.id, blocked.id})}
+        assert set(rows) == {done.id, blocked.id}
         assert rows[blocked.id].state == "BLOCKED" and rows[blocked.id].stage == "run_agent"
         assert rows[blocked.id].iteration == "1/3" and "banker" in rows[blocked.id].note
         assert rows[done.id].state == "DONE"
