@@ -16,14 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import policy
     from workflows.contracts import GatePass, GateReport, GateSignal, GateStatus, GateTurn
+
+T = TypeVar("T")
+# ApplicationError.type of a stage that hit a usage limit (activities/llm/chains.USAGE_LIMIT_ERROR).
+USAGE_LIMIT_ERROR = "UsageLimit"
 
 
 # A pass that has not come after this long means the gate holds the ticket back: say so.
@@ -219,6 +226,61 @@ class GateClient:
             await _signal_with_start(GateSignal(report=report))
 
 
+@dataclass
+class LimitHit:
+    """A usage limit a stage ran into: which provider, until when."""
+
+    provider: str
+    reset_at: datetime | None
+    reason: str
+
+
+def usage_limit_of(err: ActivityError) -> LimitHit | None:
+    """The UsageLimit failure of classify/review (activities/llm/chains.py puts the details there)."""
+    cause = err.cause
+    if not isinstance(cause, ApplicationError) or cause.type != USAGE_LIMIT_ERROR or not cause.details:
+        return None
+    info = cause.details[0] if isinstance(cause.details[0], dict) else {}
+    reset = info.get("reset_at")
+    provider = str(info.get("provider") or "")
+    if not provider:
+        return None
+    return LimitHit(provider, datetime.fromisoformat(reset) if reset else None, str(info.get("reason", "")))
+
+
+async def call_through_gates(
+    gates: GateClient,
+    providers: list[str],
+    call: Callable[[], Awaitable[T]],
+    on_wait: Callable[[], None] | None = None,
+) -> T:
+    """Run one model-backed stage behind the gates of its providers.
+
+    Waits for a pass from each gate (at once when open), runs `call`, and tells a gate what happened
+    whenever this ticket was its probe or hit its limit. A usage limit is re-raised as the ActivityError
+    it was; the caller retries the stage, which then waits at the gate until the reset.
+    """
+    passes = {provider: await gates.wait_turn(provider, on_wait) for provider in providers}
+    try:
+        result = await call()
+    except ActivityError as err:
+        hit = usage_limit_of(err)
+        if hit is not None and hit.provider in passes:
+            await gates.report(hit.provider, limited=True, reset_at=hit.reset_at, reason=hit.reason)
+            passes.pop(hit.provider)
+        await _release_probes(gates, passes)
+        raise
+    await _release_probes(gates, passes)
+    return result
+
+
+async def _release_probes(gates: GateClient, passes: dict[str, GatePass]) -> None:
+    """A probe that got an answer (any answer but a limit) opens its gate for everyone."""
+    for provider, gate_pass in passes.items():
+        if gate_pass.probe:
+            await gates.report(provider, limited=False)
+
+
 async def _signal_gate(provider: str, name: str, message: GateTurn | GateReport) -> bool:
     """A direct workflow-to-workflow signal (one command, no activity); False if the gate is gone."""
     handle = workflow.get_external_workflow_handle(policy.limit_gate_id(provider))
@@ -237,4 +299,4 @@ async def _signal_with_start(message: GateSignal) -> None:
     )
 
 
-__all__ = ["GateClient", "LimitGateWorkflow"]
+__all__ = ["GateClient", "LimitGateWorkflow", "LimitHit", "call_through_gates", "usage_limit_of"]

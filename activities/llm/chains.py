@@ -26,13 +26,13 @@ from activities.llm.openai_compat import OpenAICompatClient
 from activities.llm.structured import structured_chat
 from activities.settings import ProviderConfig, Settings
 from workflows.contracts import Ticket, TokenUsage
+from workflows.limit_gate import USAGE_LIMIT_ERROR  # the type the workflow recognises
 
 log = logging.getLogger("ticketflow.llm")
 T = TypeVar("T")
 S = TypeVar("S", bound=BaseModel)
 STAGES = ("classify", "code", "review")
 MAX_SHRINKS = 3
-USAGE_LIMIT_ERROR = "UsageLimit"  # ApplicationError.type the workflow waits on (details[0]: LimitInfo)
 
 # One board per worker process: every ticket this worker runs sees the same endpoint health.
 _BOARDS: dict[tuple[int, float], BreakerBoard] = {}
