@@ -59,9 +59,14 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> Non
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_promtool_accepts_rules_and_config() -> None:
+def test_promtool_checks_config_rules_and_alert_unit_tests() -> None:
     promtool = prometheus_binary("promtool")
-    for args in (["check", "rules", str(ALERTS)], ["check", "config", str(ALERTS.parent / "prometheus.yml")]):
+    checks = [
+        ["check", "rules", str(ALERTS)],
+        ["check", "config", str(ALERTS.parent / "prometheus.yml")],
+        ["test", "rules", str(ALERTS.parent / "alerts_test.yml")],  # each alert fires when it should
+    ]
+    for args in checks:
         done = subprocess.run([promtool, *args], capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
 
