@@ -20,6 +20,7 @@ from clients.connect import ensure_search_attributes
 from workers.health import HealthServer, Readiness
 from workers.metrics import MetricsInterceptor
 from workflows import policy
+from workflows.intake import IntakeWorkflow
 from workflows.ticket import TicketWorkflow
 
 log = logging.getLogger("ticketflow.worker")
@@ -37,7 +38,7 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
     shared = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[TicketWorkflow],
+        workflows=[TicketWorkflow, IntakeWorkflow],
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         **common,  # type: ignore[arg-type]
     )

@@ -51,6 +51,8 @@ with workflow.unsafe.imports_passed_through():
         UnblockRequest,
         Workspace,
         WorkspaceRequest,
+        WriteBackRequest,
+        WriteBackResult,
         workflow_id_for,
     )
     from workflows.feedback import check_feedback, review_feedback
@@ -120,11 +122,13 @@ class TicketWorkflow:
             self._transition(TicketState.CANCELLED, note=reason)
             if self._cancel_request is None:
                 raise  # a Temporal cancellation: let the run end as Canceled
+            await self._write_back(TicketState.CANCELLED, reason)
             await workflow.wait_condition(workflow.all_handlers_finished)
             return self._result()
         except _TicketFailed as failed:
             self._status.failed_stage = failed.stage
             self._transition(TicketState.FAILED, note=failed.reason)
+            await self._write_back(TicketState.FAILED, failed.reason)
             await workflow.wait_condition(workflow.all_handlers_finished)
             # The next run's input rides in the failure, so `ticketflow retry` resumes at the failed stage.
             next_run = TicketRun(ticket=self._ticket, options=self._options, carry=self._carry(failed.stage))
@@ -312,7 +316,26 @@ class TicketWorkflow:
         ref = await self._call(policy.OPEN_PR, request, PullRequestRef)
         self._status.pr_url = ref.url
         self._transition(TicketState.DONE, None, note=ref.url)
+        await self._write_back(TicketState.DONE)
         return None
+
+    async def _write_back(self, state: TicketState, reason: str = "") -> None:
+        """Report the outcome to the ticket's source; a failed write-back is noted, never fatal."""
+        if not self._ticket.source or not workflow.patched("write-back"):
+            return
+        review = self._status.last_review
+        request = WriteBackRequest(
+            ticket=self._ticket,
+            state=state,
+            pr_url=self._status.pr_url,
+            reason=reason,
+            findings=review.findings if review and state is TicketState.DONE else [],
+        )
+        try:
+            result = await self._call(policy.WRITE_BACK, request, WriteBackResult, on_host=False)
+            self._note(f"write-back: {result.action}")
+        except ActivityError as err:
+            self._note(f"write-back failed: {err.cause or err}")
 
     # -------------------------------------------------------------------------- loops and waiting
 
@@ -354,6 +377,7 @@ class TicketWorkflow:
         self._status.unblock_command = visibility.unblock_command(self._ticket.id)
         self._transition(TicketState.BLOCKED, stage, note=reason)
         workflow.logger.warning("ticket %s is blocked: %s", self._ticket.id, reason)
+        await self._write_back(TicketState.BLOCKED, reason)
         answered = await self._wait_with_reminders(
             lambda: self._answer is not None, self._options.blocked_timeout_seconds, "a human to unblock"
         )
