@@ -95,6 +95,8 @@ INTAKE_SCHEDULE_ID = "ticketflow-intake"
 CHECKS_TIMEOUT = timedelta(minutes=30)
 # Waiting on dependencies polls their states, backing off from the configured interval to this cap.
 DEPENDENCY_POLL_MAX = timedelta(minutes=5)
+# After this many polls (about an hour with the backoff) a never-submitted dependency asks a human.
+DEPENDENCY_MISSING_POLLS = 20
 # run_checks gets the test timeout plus this margin, so the test runner's own timeout is what fires.
 CHECKS_MARGIN = timedelta(minutes=5)
 REMINDER_INTERVAL = timedelta(hours=4)

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policy, visibility
     from workflows.contracts import (
         MAX_OUTPUT_LINES,
+        MISSING_TICKET,
         Ack,
         AgentRequest,
         AgentResult,
@@ -166,22 +167,26 @@ class TicketWorkflow:
     async def _wait_for_dependencies(self) -> Stage:
         """Poll the dependencies' states until all are DONE; a failed one asks a human what to do."""
         poll = self._options.dependency_poll_seconds
+        polls = 0
         while True:
             request = DependencyRequest(ticket_ids=self._ticket.depends_on)
             states = (
                 await self._call(policy.DEPENDENCY_STATES, request, DependencyStates, on_host=False)
             ).states
+            polls += 1
             pending = {dep: state for dep, state in states.items() if state != TicketState.DONE.value}
             if not pending:
                 self._status.waiting_on = []
                 return Stage.CLASSIFY
+            # A dependency nobody submits (or whose history was purged) must not keep the ticket forever.
+            gone = TicketState.FAILED.value, TicketState.CANCELLED.value
             ended = {
-                dep: st
+                dep: st if st in gone else "never submitted"
                 for dep, st in pending.items()
-                if st in (TicketState.FAILED.value, TicketState.CANCELLED.value)
+                if st in gone or (st == MISSING_TICKET and polls > policy.DEPENDENCY_MISSING_POLLS)
             }
             if ended:
-                listed = ", ".join(f"{dep} ended {state}" for dep, state in sorted(ended.items()))
+                listed = ", ".join(f"{dep}: {state}" for dep, state in sorted(ended.items()))
                 answer = await self._wait_for_human(
                     f"dependency {listed}; unblock to go ahead without it, retry to check again",
                     Stage.DEPENDENCIES,

@@ -237,6 +237,6 @@ async def test_cancelled_dependency_asks_a_human(client: Client, worker: Setting
     await wait_for_status(client, first.id, in_state(TicketState.BLOCKED))
     await tickets.cancel(client, first.id, "not needed")
     blocked = await wait_for_status(client, second.id, in_state(TicketState.BLOCKED))
-    assert blocked.blocked_reason and "dep-cancelled ended CANCELLED" in blocked.blocked_reason
+    assert blocked.blocked_reason and "dep-cancelled: CANCELLED" in blocked.blocked_reason
     await tickets.unblock(client, second.id, "go ahead without it")
     assert (await result_of(client, second.id)).state is TicketState.DONE
