@@ -99,6 +99,12 @@ class HealthServer:
             await self._server.wait_closed()
 
     async def refresh(self) -> None:
+        try:
+            self.readiness.connected = await self.client.service_client.check_health(
+                timeout=timedelta(seconds=5)
+            )
+        except Exception:  # unreachable: not ready, and /readyz says so
+            self.readiness.connected = False
         ok, _ = self.readiness.check()
         self._ready_gauge.set(1 if ok else 0)
         counts = await count_by_state(self.client, self.task_queue)
