@@ -78,6 +78,7 @@ def run_options(settings: Settings, ticket: Ticket) -> TicketRun:
         history_event_limit=settings.history_event_limit,
         checks_timeout_seconds=settings.checks_timeout_seconds,
         dependency_poll_seconds=settings.dependency_poll_seconds,
+        notify=bool(settings.notify),
         ui_url=settings.ui_url,
     )
     return TicketRun(ticket=ticket, options=options)

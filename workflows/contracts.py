@@ -394,6 +394,7 @@ class RunOptions(Model):
     history_event_limit: int = Field(default=10_000, ge=50)
     checks_timeout_seconds: float = Field(default=1800, gt=0)
     dependency_poll_seconds: float = Field(default=30, gt=0)
+    notify: bool = False  # notification targets are configured: send BLOCKED/DONE/FAILED events
     ui_url: str = ""
     # stage -> the model providers its chain may call (activities.llm.chains.providers_for): the limit
     # gates a ticket passes before that stage.

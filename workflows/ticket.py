@@ -21,7 +21,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import policy, visibility
+    from workflows import metrics, policy, visibility
     from workflows.contracts import (
         MAX_OUTPUT_LINES,
         MISSING_TICKET,
@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ClassifyRequest,
         DependencyRequest,
         DependencyStates,
+        NotifyRequest,
         PullRequestRef,
         PullRequestRequest,
         RetryRequest,
@@ -103,6 +104,7 @@ class TicketWorkflow:
         self._cancel_request: CancelRequest | None = None
         self._pipeline: asyncio.Task[TicketResult] | None = None
         self._published: tuple[str | None, str | None] = (None, None)
+        self._notifications: list[workflow.ActivityHandle[int]] = []
 
     # ------------------------------------------------------------------------------------------ run
 
@@ -112,6 +114,7 @@ class TicketWorkflow:
             self._status.failed_stage = None
             self._note(f"retrying from {self._next_stage.value} (run {self._status.runs})")
         self._status.started_at = self._status.started_at or workflow.now()
+        self._status.trace_id = self._status.trace_id or metrics.trace_id()
         self._transition(TicketState.QUEUED if self._status.state.is_final else self._status.state)
         self._pipeline = asyncio.create_task(self._drive())
         try:
@@ -131,6 +134,7 @@ class TicketWorkflow:
             self._transition(TicketState.FAILED, note=failed.reason)
             await self._write_back(TicketState.FAILED, failed.reason)
             await workflow.wait_condition(workflow.all_handlers_finished)
+            await self._settle_notifications()
             # The next run's input rides in the failure, so `ticketflow retry` resumes at the failed stage.
             next_run = TicketRun(ticket=self._ticket, options=self._options, carry=self._carry(failed.stage))
             raise ApplicationError(
@@ -160,6 +164,7 @@ class TicketWorkflow:
                     raise asyncio.CancelledError() from err
                 stage = await self._after_stage_failure(current, err)
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._settle_notifications()
         return self._result()
 
     # --------------------------------------------------------------------------------------- stages
@@ -317,6 +322,7 @@ class TicketWorkflow:
             tokens=self._status.tokens,
             iterations=self._status.iteration,
             workflow_id=workflow.info().workflow_id,
+            trace_id=self._status.trace_id,
         )
         ref = await self._call(policy.OPEN_PR, request, PullRequestRef)
         self._status.pr_url = ref.url
@@ -353,6 +359,7 @@ class TicketWorkflow:
             self._status.max_iterations += self._ticket.max_iterations
             self._guidance = answer.guidance or self._guidance
         self._status.iteration += 1
+        metrics.record_iteration()
         self._resume_session = True
         return Stage.RUN_AGENT
 
@@ -514,6 +521,44 @@ class TicketWorkflow:
         self._status.updated_at = workflow.now()
         self._note(note)
         self._publish()
+        if state in (TicketState.BLOCKED, TicketState.DONE, TicketState.FAILED):
+            self._notify(note)
+
+    def _notify(self, reason: str) -> None:
+        """Tell the configured targets (activities/notify.py): started, never awaited here, so a dead
+        receiver never holds up the ticket; Temporal retries delivery (policy.NOTIFY)."""
+        if not self._options.notify or not workflow.patched("notify-on-blocked-done-failed"):
+            return  # nobody to tell; histories from before notifications replay without the command
+        status = self._status
+        request = NotifyRequest(
+            ticket_id=status.ticket_id,
+            title=status.title,
+            state=status.state,
+            stage=status.stage,
+            reason=reason,
+            pr_url=status.pr_url,
+            unblock_command=status.unblock_command,
+            workflow_id=workflow.info().workflow_id,
+            trace_id=status.trace_id,
+        )
+        self._notifications.append(
+            workflow.start_activity(
+                policy.NOTIFY.name,
+                request,
+                result_type=int,
+                start_to_close_timeout=policy.NOTIFY.start_to_close,
+                retry_policy=policy.NOTIFY.retry,
+                cancellation_type=policy.NOTIFY.cancellation,
+                activity_id=f"notify-{len(self._notifications) + 1}",
+                summary=f"notify {status.state.value}",
+            )
+        )
+
+    async def _settle_notifications(self) -> None:
+        """A closed workflow's pending activities are dropped: let the last notifications land first
+        (bounded by policy.NOTIFY's retries; a failed delivery does not fail the ticket)."""
+        if self._notifications:
+            await asyncio.gather(*self._notifications, return_exceptions=True)
 
     def _publish(self) -> None:
         """Keep search attributes and the Web UI's current details in step with the status."""
@@ -526,6 +571,7 @@ class TicketWorkflow:
             )
             workflow.upsert_search_attributes(updates)
             self._published = (state, stage)
+            metrics.record_transition(self._status.state, stage)
         workflow.set_current_details(visibility.render_details(self._status))
 
     def _result(self) -> TicketResult:

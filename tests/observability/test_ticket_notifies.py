@@ -3,12 +3,9 @@ its status and PR body (the workflow side of activities/notify.py and workers/tr
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from pathlib import Path
-
-import pytest
 
 from clients import tickets
 from tests.helpers import example_ticket, in_state, local_prs, result_of, submit, wait_for_status
@@ -16,12 +13,6 @@ from tests.observability.conftest import MetricsWorker, Receiver
 from tests.observability.test_notify import targets
 from workers.tracing import setup_tracing
 from workflows.contracts import TicketState
-from workflows.ticket import TicketWorkflow
-
-pytestmark = pytest.mark.skipif(
-    "NotifyRequest" not in inspect.getsource(TicketWorkflow),
-    reason="workflows/ticket.py does not start the notify activity yet (change requested from the lead)",
-)
 
 
 async def test_blocked_and_done_are_notified_with_the_trace_id(
