@@ -253,12 +253,14 @@ async def call_through_gates(
     providers: list[str],
     call: Callable[[], Awaitable[T]],
     on_wait: Callable[[], None] | None = None,
+    limit_in: Callable[[T], LimitHit | None] = lambda _: None,
 ) -> T:
     """Run one model-backed stage behind the gates of its providers.
 
     Waits for a pass from each gate (at once when open), runs `call`, and tells a gate what happened
     whenever this ticket was its probe or hit its limit. A usage limit is re-raised as the ActivityError
-    it was; the caller retries the stage, which then waits at the gate until the reset.
+    it was (classify, review) or returned (`limit_in(result)`, e.g. the agent's usage_limit outcome); the
+    caller retries the stage, which then waits at the gate until the reset.
     """
     passes = {provider: await gates.wait_turn(provider, on_wait) for provider in providers}
     try:
@@ -270,6 +272,10 @@ async def call_through_gates(
             passes.pop(hit.provider)
         await _release_probes(gates, passes)
         raise
+    hit = limit_in(result)
+    if hit is not None and hit.provider in passes:
+        await gates.report(hit.provider, limited=True, reset_at=hit.reset_at, reason=hit.reason)
+        passes.pop(hit.provider)
     await _release_probes(gates, passes)
     return result
 
@@ -283,7 +289,8 @@ async def _release_probes(gates: GateClient, passes: dict[str, GatePass]) -> Non
 
 async def _signal_gate(provider: str, name: str, message: GateTurn | GateReport) -> bool:
     """A direct workflow-to-workflow signal (one command, no activity); False if the gate is gone."""
-    handle = workflow.get_external_workflow_handle(policy.limit_gate_id(provider))
+    gate_id = policy.limit_gate_id(provider, workflow.info().task_queue)
+    handle = workflow.get_external_workflow_handle(gate_id)
     try:
         await handle.signal(name, message)
     except Exception as exc:  # the SDK raises a plain failure when the target is not running

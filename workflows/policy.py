@@ -125,5 +125,6 @@ GATE_DEFAULT_LIMIT = timedelta(minutes=30)
 GATE_HISTORY_EVENT_LIMIT = 5_000
 
 
-def limit_gate_id(provider: str) -> str:
-    return f"limit-gate-{provider}"
+def limit_gate_id(provider: str, task_queue: str) -> str:
+    """Per provider and task queue: the gate runs on the queue its tickets' workers poll."""
+    return f"limit-gate-{task_queue}-{provider}"

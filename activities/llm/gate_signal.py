@@ -24,7 +24,7 @@ async def limit_gate_signal(message: GateSignal) -> None:
     await activity.client().start_workflow(
         policy.LIMIT_GATE_WORKFLOW_TYPE,
         GateStatus(provider=provider),
-        id=policy.limit_gate_id(provider),
+        id=policy.limit_gate_id(provider, activity.info().task_queue),
         task_queue=activity.info().task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         start_signal=name,

@@ -46,8 +46,8 @@ async def run_tickets(client: Client, queue: str, fake: FakeOllama, provider: st
     return list(await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 40))
 
 
-async def gate_status(client: Client, provider: str) -> GateStatus:
-    handle = client.get_workflow_handle(policy.limit_gate_id(provider))
+async def gate_status(client: Client, provider: str, queue: str) -> GateStatus:
+    handle = client.get_workflow_handle(policy.limit_gate_id(provider, queue))
     status: GateStatus = await handle.query(LimitGateWorkflow.status)
     return status
 
@@ -61,7 +61,7 @@ async def test_one_refused_call_then_everyone_waits_for_the_reset(
     attempts = await run_tickets(client, gate_queue, fake_ollama, provider, 6)
     assert fake_ollama.calls_while_limited == 0  # after the first refused call nobody called until the reset
     assert sorted(attempts) == [1] * 5 + [2]
-    status = await gate_status(client, provider)
+    status = await gate_status(client, provider, gate_queue)
     assert (status.state, status.waiting, status.limits_reported) == ("open", [], 1)
     assert status.probes == 2  # the gate's first call, and the one after the reset
 
@@ -72,7 +72,7 @@ async def test_an_open_gate_lets_everyone_through(
     provider = f"p-{uuid.uuid4().hex[:6]}"
     assert await run_tickets(client, gate_queue, fake_ollama, provider, 4) == [1, 1, 1, 1]
     assert len(fake_ollama.chats()) == 4
-    status = await gate_status(client, provider)
+    status = await gate_status(client, provider, gate_queue)
     assert (status.state, status.probes, status.limits_reported) == ("open", 1, 0)
 
 
@@ -86,13 +86,13 @@ async def test_a_carried_limit_is_honoured_after_continue_as_new(
     await client.start_workflow(
         LimitGateWorkflow.run,
         carried,
-        id=policy.limit_gate_id(provider),
+        id=policy.limit_gate_id(provider, gate_queue),
         task_queue=gate_queue,
         execution_timeout=timedelta(minutes=2),
     )
     assert await run_tickets(client, gate_queue, fake_ollama, provider, 3) == [1, 1, 1]
     assert fake_ollama.calls_while_limited == 0
-    status = await gate_status(client, provider)
+    status = await gate_status(client, provider, gate_queue)
     assert (status.state, status.runs, status.probes) == ("open", 2, 1)
     for i in range(3):  # held back past GATE_NOTICE: each ticket was told, to show WAITING_FOR_LIMIT
         assert await client.get_workflow_handle(f"gated-{provider}-{i}").query(StormTicketWorkflow.waited)
