@@ -14,7 +14,7 @@ from temporalio import activity
 
 from activities.heartbeat import with_heartbeats
 from activities.llm.budget import shrink_text
-from activities.llm.chains import chain_for, structured_stage
+from activities.llm.chains import stage_chain, structured_stage
 from activities.llm.structured import schema_instruction
 from activities.settings import Settings
 from workflows.contracts import Classification, ClassifyRequest, Ticket
@@ -90,7 +90,7 @@ class ClassifyActivities:
 
     @activity.defn(name="classify")
     async def classify(self, req: ClassifyRequest) -> Classification:
-        chain = chain_for(self._settings, "classify", req.ticket)
+        chain = stage_chain(self._settings, "classify", req.ticket)
         if not chain:
             return classify_ticket(req.ticket)
         call = structured_stage(

@@ -19,7 +19,7 @@ from activities.checks import require_worktree
 from activities.gitops import git
 from activities.heartbeat import with_heartbeats
 from activities.llm.budget import shrink_text
-from activities.llm.chains import ModelRef, chain_for, structured_stage
+from activities.llm.chains import ModelRef, stage_chain, structured_stage
 from activities.llm.structured import schema_instruction
 from activities.settings import Settings
 from workflows.contracts import Finding, ReviewReport, ReviewRequest, Ticket
@@ -126,7 +126,7 @@ class ReviewActivities:
     async def review(self, req: ReviewRequest) -> ReviewReport:
         path = require_worktree(req.workspace)
         report = await with_heartbeats(review_worktree(path, req.workspace.base_commit), 5.0, "reviewing")
-        chain = chain_for(self._settings, "review", req.ticket)
+        chain = stage_chain(self._settings, "review", req.ticket)
         if not chain:
             return report
         return await with_heartbeats(self._model_review(req, path, report, chain), 5.0, "model review")

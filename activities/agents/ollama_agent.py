@@ -23,7 +23,7 @@ from activities.agents.base import AgentRun
 from activities.checks import check_env, worker_python
 from activities.llm.base import Behaviour, ChatReply, ChatRequest, ModelClient
 from activities.llm.budget import TokenLedger, tool_results_shrunk
-from activities.llm.chains import ChainFailed, ModelRef, chain_for, run_chain, to_application_error
+from activities.llm.chains import ChainFailed, ModelRef, run_chain, stage_chain, to_application_error
 from activities.llm.structured import checked_chat
 from activities.proc import run_process
 from activities.settings import AgentConfig, Settings
@@ -224,7 +224,7 @@ class OllamaAgent:
     async def run(self, run: AgentRun) -> AgentResult:
         if self.settings is None:
             raise RuntimeError("the ollama agent needs the worker's settings (build_agent binds them)")
-        chain = chain_for(self.settings, "code", run.request.ticket)
+        chain = stage_chain(self.settings, "code", run.request.ticket)
         if not chain:
             return AgentResult(
                 outcome="failed", reason="the ollama agent needs a `code` model chain in [models]"

@@ -100,6 +100,14 @@ def chain_for(settings: Settings, stage: str, ticket: Ticket | None = None) -> l
     return [parse_ref(ref, settings) for ref in refs] if refs else []
 
 
+def stage_chain(settings: Settings, stage: str, ticket: Ticket | None = None) -> list[ModelRef]:
+    """chain_for inside an activity: a configuration mistake fails fast with its one-line reason."""
+    try:
+        return chain_for(settings, stage, ticket)
+    except ModelsNotConfigured as exc:
+        raise ApplicationError(str(exc), type="ModelsNotConfigured", non_retryable=True) from None
+
+
 def providers_for(settings: Settings, stage: str, ticket: Ticket | None = None) -> list[str]:
     """The providers a stage may call, in chain order: what a ticket checks at the limit gate."""
     return list(dict.fromkeys(ref.provider for ref in chain_for(settings, stage, ticket)))

@@ -149,3 +149,12 @@ async def test_an_oversized_prompt_is_shrunk_never_sent_whole(
     assert outcome.result is not None
     (sent,) = fake_ollama.chats()  # only the shrunk prompt reached the server
     assert "characters cut to fit the context" in sent.body["messages"][-1]["content"]
+
+
+async def test_a_chain_without_providers_fails_fast_with_its_reason(
+    client: Client, settings: Settings
+) -> None:
+    configured = with_models(settings, {}, classify=["small:latest"])
+    outcome = await run_stage(client, configured, "classify", REQUEST)
+    assert (outcome.error_type, outcome.non_retryable) == ("ModelsNotConfigured", True)
+    assert "[models.providers.<name>]" in outcome.message
