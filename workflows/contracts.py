@@ -438,6 +438,7 @@ class TicketStatus(Model):
     runs: int = 1
     waiting_on: list[str] = Field(default_factory=list)
     trace_id: str | None = None
+    token_budget: int | None = None  # the ticket's budget.tokens plus every approved extension
 
 
 class Carry(Model):
