@@ -155,13 +155,15 @@ class ChaosReport:
     scenario: str
     tickets: int
     done: int = 0
-    lost: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # not DONE at the end, with their state below
+    not_done: dict[str, str] = field(default_factory=dict)
     duplicate_prs: int = 0
     redone_agent_steps: int = 0
     activity_retries: int = 0
     worker_kills: int = 0
     server_restarts: int = 0
     seconds: float = 0.0
+    last_done_s: float = 0.0
 
     def line(self) -> str:
         return json.dumps({"chaos": asdict(self)})
