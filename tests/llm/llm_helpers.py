@@ -16,7 +16,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities import build_activities
-from activities.settings import ModelsConfig, ProviderConfig, Settings
+from activities.settings import AgentConfig, ModelsConfig, ProviderConfig, Settings
+from tests.fakes.ollama_server import FakeOllama, Reply
 from workflows import policy
 
 
@@ -115,3 +116,44 @@ async def run_stage(client: Client, settings: Settings, activity: str, arg: Base
             execution_timeout=timedelta(seconds=60),
         )
     return outcome
+
+
+# ----------------------------------------------------------------- the ollama agent on the fake
+
+MULTIPLY = "\n\ndef multiply(a: float, b: float) -> float:\n    return a * b\n"
+TEST = (
+    "import unittest\n\nimport calc\n\n\nclass MultiplyTest(unittest.TestCase):\n"
+    "    def test_multiply(self) -> None:\n        self.assertEqual(calc.multiply(4, 2.5), 10)\n"
+)
+
+
+def call(name: str, **arguments: str) -> dict[str, object]:
+    return {"name": name, "arguments": arguments}
+
+
+def multiply_session() -> list[Reply]:
+    return [
+        Reply(tool_calls=[call("read_file", path="calc.py")], prompt_tokens=300, completion_tokens=20),
+        Reply(
+            tool_calls=[
+                call(
+                    "replace_in_file",
+                    path="calc.py",
+                    old="    return a / b\n",
+                    new="    return a / b\n" + MULTIPLY,
+                ),
+                call("write_file", path="tests/test_multiply.py", content=TEST),
+            ],
+            prompt_tokens=500,
+            completion_tokens=120,
+        ),
+        Reply(tool_calls=[call("run_tests")], prompt_tokens=700, completion_tokens=10),
+        Reply(tool_calls=[call("finish", summary="added multiply() with a test")], prompt_tokens=900),
+    ]
+
+
+def use_ollama_agent(worker: Settings, fake: FakeOllama) -> None:
+    """Point the running worker's settings at the fake (activities read the same Settings object)."""
+    configured = with_models(worker, {"local": fake.url}, code=["big:latest"])
+    worker.models = configured.models
+    worker.agents["ollama"] = AgentConfig(kind="ollama", max_turns=8)

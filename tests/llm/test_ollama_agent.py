@@ -13,46 +13,8 @@ from activities.agents.ollama_agent import ToolError, Workspace, tool_read, tool
 from activities.settings import AgentConfig, Settings
 from tests.fakes.ollama_server import FakeOllama, Fault, Reply, example_backlog_responder
 from tests.helpers import example_ticket, in_state, result_of, submit, wait_for_status
-from tests.llm.llm_helpers import with_models
+from tests.llm.llm_helpers import call, multiply_session, use_ollama_agent
 from workflows.contracts import TicketState
-
-MULTIPLY = "\n\ndef multiply(a: float, b: float) -> float:\n    return a * b\n"
-TEST = (
-    "import unittest\n\nimport calc\n\n\nclass MultiplyTest(unittest.TestCase):\n"
-    "    def test_multiply(self) -> None:\n        self.assertEqual(calc.multiply(4, 2.5), 10)\n"
-)
-
-
-def call(name: str, **arguments: str) -> dict[str, object]:
-    return {"name": name, "arguments": arguments}
-
-
-def multiply_session() -> list[Reply]:
-    return [
-        Reply(tool_calls=[call("read_file", path="calc.py")], prompt_tokens=300, completion_tokens=20),
-        Reply(
-            tool_calls=[
-                call(
-                    "replace_in_file",
-                    path="calc.py",
-                    old="    return a / b\n",
-                    new="    return a / b\n" + MULTIPLY,
-                ),
-                call("write_file", path="tests/test_multiply.py", content=TEST),
-            ],
-            prompt_tokens=500,
-            completion_tokens=120,
-        ),
-        Reply(tool_calls=[call("run_tests")], prompt_tokens=700, completion_tokens=10),
-        Reply(tool_calls=[call("finish", summary="added multiply() with a test")], prompt_tokens=900),
-    ]
-
-
-def use_ollama_agent(worker: Settings, fake: FakeOllama) -> None:
-    """Point the running worker's settings at the fake (activities read the same Settings object)."""
-    configured = with_models(worker, {"local": fake.url}, code=["big:latest"])
-    worker.models = configured.models
-    worker.agents["ollama"] = AgentConfig(kind="ollama", max_turns=8)
 
 
 async def test_agent_edits_runs_tests_and_finishes(
