@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.service import RPCError
 
 from activities.agents import AgentNotConfigured, AgentRun, build_agent, sandbox
-from activities.gitops import commit_all, head
+from activities.gitops import clear_stale_index_lock, commit_all, head
 from activities.redact import redact, redact_lines
 from activities.settings import Settings
 from workflows.contracts import AgentCheckpoint, AgentRequest, AgentResult
@@ -48,6 +48,8 @@ class AgentActivities:
         if not worktree.is_dir():
             raise ApplicationError(f"worktree {worktree} is missing on this worker", type="WorkspaceMissing")
         checkpoint = load_checkpoint(req)
+        if await clear_stale_index_lock(worktree):
+            activity.logger.warning("removed a stale index.lock left by a killed attempt in %s", worktree)
         if checkpoint.finished and checkpoint.last_commit == await head(worktree):
             # The previous attempt finished the agent but died before reporting; don't run it twice.
             return AgentResult(

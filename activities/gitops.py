@@ -52,3 +52,17 @@ async def commit_all(worktree: Path, message: str) -> str | None:
         return None
     await git(worktree, *COMMIT_IDENTITY, "commit", "-q", "--no-verify", "-m", message)
     return await head(worktree)
+
+
+async def clear_stale_index_lock(worktree: Path) -> bool:
+    """Remove the index.lock a killed git left behind; returns whether there was one.
+
+    Only call this where nothing else can be using the worktree: one ticket owns it, and Temporal runs
+    one attempt of its activity at a time, so at the start of an attempt any lock is a leftover.
+    """
+    git_dir = Path((await git(worktree, "rev-parse", "--absolute-git-dir")).strip())
+    lock = git_dir / "index.lock"
+    if not lock.exists():
+        return False
+    lock.unlink(missing_ok=True)
+    return True

@@ -1,0 +1,21 @@
+"""gitops helpers on real repositories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from activities.gitops import clear_stale_index_lock, commit_all
+from tests.fakes.repos import add_worktree, clone, make_remote
+
+
+async def test_a_stale_index_lock_is_removed_and_commits_work_again(tmp_path: Path) -> None:
+    repo = clone(make_remote(tmp_path / "remote"), tmp_path / "clone")
+    worktree = tmp_path / "wt"
+    add_worktree(repo, worktree, "ticketflow/t-1")
+    git_dir = repo / ".git" / "worktrees" / "wt"
+    (git_dir / "index.lock").write_text("")  # what a SIGKILLed `git add` leaves behind
+    (worktree / "new.txt").write_text("x\n")
+
+    assert await clear_stale_index_lock(worktree) is True
+    assert await commit_all(worktree, "after the crash") is not None
+    assert await clear_stale_index_lock(worktree) is False
