@@ -10,6 +10,7 @@ from activities.checks import CheckActivities
 from activities.classify import ClassifyActivities
 from activities.dependencies import dependency_states
 from activities.intake import IntakeActivities
+from activities.llm.gate_signal import limit_gate_signal
 from activities.pull_request import PullRequestActivities
 from activities.review import ReviewActivities
 from activities.settings import Settings
@@ -21,6 +22,7 @@ def build_activities(settings: Settings) -> list[Callable[..., Any]]:
     return [
         ClassifyActivities(settings).classify,
         dependency_states,
+        limit_gate_signal,
         WorkspaceActivities(settings).prepare_workspace,
         AgentActivities(settings).run_agent,
         CheckActivities(settings).run_checks,

@@ -173,7 +173,7 @@ async def cmd_unblock(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
-    ack = await tickets.approve(await connect(settings), args.id, args.note)
+    ack = await tickets.approve(await connect(settings), args.id, args.note, extra_tokens=args.extra_tokens)
     _emit(args, {"ticket": args.id, "message": ack.message})
     return 0
 
@@ -281,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("approve", cmd_approve, "approve a ticket waiting for approval")
     p.add_argument("id")
     p.add_argument("--note", default="")
+    p.add_argument("--extra-tokens", type=int, help="extend a ticket paused at its token budget by this much")
     p = command("unblock", cmd_unblock, "answer a BLOCKED ticket with guidance for the agent")
     p.add_argument("id")
     p.add_argument("--guidance", required=True)

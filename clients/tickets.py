@@ -22,6 +22,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.llm.chains import providers_for
 from activities.repos import RepoError, check_reachable, resolve_repo
 from activities.settings import Settings
 from workflows import policy, visibility
@@ -80,8 +81,19 @@ def run_options(settings: Settings, ticket: Ticket) -> TicketRun:
         dependency_poll_seconds=settings.dependency_poll_seconds,
         notify=bool(settings.notify),
         ui_url=settings.ui_url,
+        model_providers=model_providers(settings, ticket),
     )
     return TicketRun(ticket=ticket, options=options)
+
+
+def model_providers(settings: Settings, ticket: Ticket) -> dict[str, list[str]]:
+    """The providers each model-backed stage may call: the limit gates the ticket passes first."""
+    stages = ["classify", "review"]
+    agent = settings.agents.get(ticket.agent or settings.default_agent)
+    if agent is not None and agent.kind == "ollama":
+        stages.append("code")
+    found = {stage: providers_for(settings, stage, ticket) for stage in stages}
+    return {stage: providers for stage, providers in found.items() if providers}
 
 
 async def validate_repo(ticket: Ticket, settings: Settings) -> Ticket:
@@ -230,8 +242,11 @@ async def unblock(client: Client, ticket_id: str, guidance: str, by: str = "oper
     return await _update(client, ticket_id, TicketWorkflow.unblock, UnblockRequest(guidance=guidance, by=by))
 
 
-async def approve(client: Client, ticket_id: str, note: str = "", by: str = "operator") -> Ack:
-    return await _update(client, ticket_id, TicketWorkflow.approve, ApproveRequest(note=note, by=by))
+async def approve(
+    client: Client, ticket_id: str, note: str = "", by: str = "operator", extra_tokens: int | None = None
+) -> Ack:
+    request = ApproveRequest(note=note, by=by, extra_tokens=extra_tokens)
+    return await _update(client, ticket_id, TicketWorkflow.approve, request)
 
 
 async def cancel(client: Client, ticket_id: str, reason: str, by: str = "operator") -> str:

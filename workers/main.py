@@ -21,6 +21,7 @@ from workers.health import HealthServer, Readiness
 from workers.metrics import MetricsInterceptor
 from workflows import policy
 from workflows.intake import IntakeWorkflow
+from workflows.limit_gate import LimitGateWorkflow
 from workflows.ticket import TicketWorkflow
 
 log = logging.getLogger("ticketflow.worker")
@@ -38,7 +39,7 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
     shared = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[TicketWorkflow, IntakeWorkflow],
+        workflows=[TicketWorkflow, IntakeWorkflow, LimitGateWorkflow],
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         **common,  # type: ignore[arg-type]
     )

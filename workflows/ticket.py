@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         workflow_id_for,
     )
     from workflows.feedback import check_feedback, review_feedback
+    from workflows.limit_gate import GateClient, LimitHit, call_through_gates, usage_limit_of
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 MAX_EVENTS = 50
@@ -110,6 +111,7 @@ class TicketWorkflow:
 
     @workflow.run
     async def run(self, run: TicketRun) -> TicketResult:
+        self._gates = GateClient()  # registers the limit_gate_pass signal handler; issues no command
         if self._status.state is TicketState.FAILED:
             self._status.failed_stage = None
             self._note(f"retrying from {self._next_stage.value} (run {self._status.runs})")
@@ -162,6 +164,10 @@ class TicketWorkflow:
                 if isinstance(err.cause, CancelledError):
                     # The activity ended because the ticket is being cancelled, not because it failed.
                     raise asyncio.CancelledError() from err
+                hit = usage_limit_of(err) if workflow.patched(LIMIT_GATE_PATCH) else None
+                if hit is not None:
+                    await self._after_usage_limit(current, hit)
+                    continue  # stage stays `current`: retried once the limit has reset
                 stage = await self._after_stage_failure(current, err)
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._settle_notifications()
@@ -212,9 +218,14 @@ class TicketWorkflow:
 
     async def _classify(self) -> Stage:
         self._transition(TicketState.CLASSIFYING, Stage.CLASSIFY)
-        result = await self._call(policy.CLASSIFY, ClassifyRequest(ticket=self._ticket), Classification)
+        result = await self._gated(
+            Stage.CLASSIFY,
+            TicketState.CLASSIFYING,
+            lambda: self._call(policy.CLASSIFY, ClassifyRequest(ticket=self._ticket), Classification),
+        )
         self._status.classification = result
         self._record_usage(result.model, result.tokens)
+        await self._within_budget(Stage.CLASSIFY)
         return Stage.PREPARE_WORKSPACE
 
     async def _prepare_workspace(self) -> Stage:
@@ -237,16 +248,30 @@ class TicketWorkflow:
             guidance=self._guidance,
             session_id=self._status.session_id,
             resume=self._resume_session,
+            tokens_left=self._tokens_left(),
         )
         timeout = None
         if self._ticket.agent_timeout_minutes:
             timeout = timedelta(minutes=self._ticket.agent_timeout_minutes)
-        result = await self._call(policy.RUN_AGENT, request, AgentResult, timeout=timeout)
+        result = await self._gated(
+            Stage.RUN_AGENT,
+            TicketState.WORKING,
+            lambda: self._call(policy.RUN_AGENT, request, AgentResult, timeout=timeout),
+            _agent_limit,
+        )
         self._absorb_agent_result(result)
+        extended = await self._within_budget(Stage.RUN_AGENT)
+        if extended and result.outcome == "blocked":
+            self._resume_session = True
+            return Stage.RUN_AGENT  # it stopped for its budget, which a human has just extended
         if result.outcome == "done":
             self._guidance, self._resume_session = None, False
             return Stage.RUN_CHECKS
-        if result.outcome in ("usage_limit", "rate_limited"):
+        if result.outcome == "usage_limit" and self._is_gated(Stage.RUN_AGENT, result.provider):
+            # The gate was told; the next attempt waits there until the reset (and one probe goes first).
+            self._status.waiting_until = result.reset_at
+            self._transition(TicketState.WAITING_FOR_LIMIT, Stage.RUN_AGENT, note=result.reason)
+        elif result.outcome in ("usage_limit", "rate_limited"):
             await self._wait_for_limit(result)
         else:
             answer = await self._wait_for_human(f"the agent needs help: {result.reason}", Stage.RUN_AGENT)
@@ -284,9 +309,12 @@ class TicketWorkflow:
             workspace=self._require_workspace(),
             classification=self._status.classification or Classification(),
         )
-        report = await self._call(policy.REVIEW, request, ReviewReport)
+        report = await self._gated(
+            Stage.REVIEW, TicketState.REVIEWING, lambda: self._call(policy.REVIEW, request, ReviewReport)
+        )
         self._status.last_review = report
         self._record_usage(report.model, report.tokens)
+        await self._within_budget(Stage.REVIEW)
         if report.blocking:
             self._feedback = review_feedback(report)
             first = report.blocking[0]
@@ -296,6 +324,37 @@ class TicketWorkflow:
         if self._options.require_approval or self._ticket.require_approval:
             return Stage.APPROVAL
         return Stage.OPEN_PR
+
+    # ------------------------------------------------------------------------------ token budget
+
+    def _token_budget(self) -> int | None:
+        return self._status.token_budget or self._ticket.budget.tokens
+
+    def _tokens_left(self) -> int | None:
+        budget = self._token_budget()
+        return None if budget is None else max(0, budget - self._status.tokens.total)
+
+    async def _within_budget(self, stage: Stage) -> bool:
+        """Over its token budget the ticket pauses for `approve` (with extra_tokens), never killed.
+
+        Returns True when it paused and a human extended the budget."""
+        budget = self._token_budget()
+        used = self._status.tokens.total
+        if budget is None or used < budget or not workflow.patched(TOKEN_BUDGET_PATCH):
+            return False
+        self._approval = None
+        note = f"token budget of {budget} reached ({used} used); approve with extra tokens to continue"
+        self._transition(TicketState.AWAITING_APPROVAL, stage, note=note)
+        approved = await self._wait_with_reminders(
+            lambda: self._approval is not None, self._options.approval_timeout_seconds, "a budget extension"
+        )
+        if not approved or self._approval is None:
+            raise _TicketFailed(f"token budget of {budget} reached and not extended", stage)
+        extra = self._approval.extra_tokens or self._ticket.budget.tokens or budget
+        self._status.token_budget = max(budget, used) + extra
+        self._note(f"budget extended by {extra} tokens to {self._status.token_budget} by {self._approval.by}")
+        self._approval = None
+        return True
 
     async def _approval_gate(self) -> Stage:
         self._approval = None
@@ -422,6 +481,55 @@ class TicketWorkflow:
                     workflow.logger.warning("ticket %s is still waiting for %s", self._ticket.id, what)
                     self._publish()
         return True
+
+    # --------------------------------------------------------------------------------- limit gates
+
+    def _providers(self, stage: Stage) -> list[str]:
+        key = _MODEL_STAGE.get(stage)
+        return self._options.model_providers.get(key, []) if key else []
+
+    def _is_gated(self, stage: Stage, provider: str | None) -> bool:
+        return (
+            provider is not None and provider in self._providers(stage) and workflow.patched(LIMIT_GATE_PATCH)
+        )
+
+    async def _gated(
+        self,
+        stage: Stage,
+        state: TicketState,
+        call: Callable[[], Awaitable[ResultT]],
+        limit_in: Callable[[ResultT], LimitHit | None] = lambda _: None,
+    ) -> ResultT:
+        """Run a model-backed stage behind its providers' limit gates (no gates: just run it)."""
+        providers = self._providers(stage)
+        if not providers or not workflow.patched(LIMIT_GATE_PATCH):
+            return await call()
+
+        def held_back() -> None:
+            self._transition(
+                TicketState.WAITING_FOR_LIMIT, stage, note=f"limit gate of {', '.join(providers)}"
+            )
+
+        async def after_pass() -> ResultT:
+            if self._status.state is TicketState.WAITING_FOR_LIMIT:
+                self._status.waiting_until = None
+                self._transition(state, stage, note="the limit gate let this ticket through")
+            return await call()
+
+        return await call_through_gates(self._gates, providers, after_pass, held_back, limit_in)
+
+    async def _after_usage_limit(self, stage: Stage, hit: LimitHit) -> None:
+        """classify/review hit a usage limit: a gate holds the retry, or else a timer until the reset."""
+        self._status.waiting_until = hit.reset_at
+        self._transition(TicketState.WAITING_FOR_LIMIT, stage, note=f"{hit.provider}: {hit.reason}")
+        if self._is_gated(stage, hit.provider):
+            return
+        until = hit.reset_at or workflow.now() + timedelta(hours=1)
+        delay = max(until - workflow.now(), timedelta(seconds=1)) + timedelta(
+            seconds=workflow.random().uniform(0, 1)
+        )
+        await workflow.sleep(delay, summary=f"usage limit until {until.isoformat()}")
+        self._status.waiting_until = None
 
     async def _wait_for_limit(self, result: AgentResult) -> None:
         now = workflow.now()
@@ -631,6 +739,17 @@ class TicketWorkflow:
             )
         if self._answer is not None:
             raise ValueError(f"ticket {self._ticket.id} has already been answered and is moving on")
+
+
+LIMIT_GATE_PATCH = "limit-gate"
+TOKEN_BUDGET_PATCH = "token-budget"
+_MODEL_STAGE = {Stage.CLASSIFY: "classify", Stage.RUN_AGENT: "code", Stage.REVIEW: "review"}
+
+
+def _agent_limit(result: AgentResult) -> LimitHit | None:
+    if result.outcome != "usage_limit" or not result.provider:
+        return None
+    return LimitHit(result.provider, result.reset_at, result.reason)
 
 
 def _human_duration(seconds: float) -> str:
