@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -166,17 +167,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the final JSON object to this file")
     args = parser.parse_args(argv)
     benches = [b for b in BENCHES if args.only is None or b.name in args.only]
-    started, when = time.perf_counter(), datetime.now(UTC)
+    started, when, load_before = time.perf_counter(), datetime.now(UTC), os.getloadavg()
     outcomes = [run_one(bench, args.quick) for bench in benches]
-    total = time.perf_counter() - started
+    total, load_after = time.perf_counter() - started, os.getloadavg()
     print(table(benches, outcomes))
-    print(f"total {total:.1f}s ({'quick' if args.quick else 'full'} run)")
+    print(f"total {total:.1f}s ({'quick' if args.quick else 'full'} run), 5-min load {load_after[1]:.1f}")
     summary = {
         "benchmark": "all",
         "mode": "quick" if args.quick else "full",
         "date": when.isoformat(timespec="seconds"),
         "total_s": round(total, 1),
         "machine": machine(),
+        # Other work on the machine skews every figure: a load well above the CPU count says so.
+        "load_avg_1_5_15_before": [round(x, 2) for x in load_before],
+        "load_avg_1_5_15_after": [round(x, 2) for x in load_after],
         "results": {
             o.name: o.figures if o.status == "ok" else {"status": o.status, "detail": o.detail}
             for o in outcomes
