@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import ClassVar
@@ -162,6 +163,8 @@ async def context_summary(path: Path, info: stack.StackInfo, test_command: str |
 class WorkspaceActivities:
     # One lock per mirror path, shared by all instances in this process (the file lock covers others).
     _mirror_locks: ClassVar[dict[str, asyncio.Lock]] = {}
+    # When each mirror's last fetch started (monotonic clock), to coalesce fetches of waiting tickets.
+    _fetch_started: ClassVar[dict[str, float]] = {}
 
     def __init__(self, settings: Settings, heartbeat_every: float = 5.0) -> None:
         self._settings = settings
@@ -181,9 +184,15 @@ class WorkspaceActivities:
 
     async def _checkout(self, repo: ResolvedRepo, mirror: Path, base: str, path: Path, branch: str) -> str:
         """Fetch the mirror and create or reuse the worktree; returns the base commit."""
+        requested = time.monotonic()
         async with self._locked(mirror):
-            credentials = git_host_for(repo, self._settings).push_env()
-            await sync_mirror(repo.url, mirror, self._settings.secret_values(), credentials)
+            # A fetch that started after this ticket asked is as fresh as one it would run itself:
+            # tickets queued behind one fetch share it instead of fetching one after another.
+            if self._fetch_started.get(str(mirror), float("-inf")) < requested:
+                started = time.monotonic()
+                credentials = git_host_for(repo, self._settings).push_env()
+                await sync_mirror(repo.url, mirror, self._settings.secret_values(), credentials)
+                self._fetch_started[str(mirror)] = started  # only a fetch that worked can be shared
             base_sha = await base_tip(mirror, base, repo.name)
             return await ensure_worktree(mirror, path, branch, base, base_sha)
 

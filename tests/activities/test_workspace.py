@@ -9,6 +9,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities import workspace as workspace_module
 from activities.gitops import commit_all, head
 from activities.repos import resolve_repo
 from activities.settings import RepoConfig, Settings
@@ -189,3 +190,24 @@ async def test_cancel_while_waiting_for_the_lock_does_not_leak_it(
             await task
     ws = await asyncio.wait_for(prepare(local_settings, make_ticket()), 10)
     assert Path(ws.path).is_dir()
+
+
+async def test_tickets_waiting_on_one_fetch_share_it(
+    local_settings: Settings, make_ticket: MakeTicket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tickets queued behind a mirror fetch reuse it instead of fetching one after another."""
+    fetches: list[Path] = []
+    real_sync = workspace_module.sync_mirror
+
+    async def counting_sync(
+        url: str, mirror: Path, secrets: list[str], env: dict[str, str] | None = None
+    ) -> None:
+        fetches.append(mirror)
+        await real_sync(url, mirror, secrets, env)
+
+    # Counting calls of our own function (not a client of an external service) to see the coalescing.
+    monkeypatch.setattr(workspace_module, "sync_mirror", counting_sync)
+    tickets = [make_ticket(f"share-{n}") for n in range(6)]
+    await asyncio.gather(*(prepare(local_settings, t) for t in tickets))
+    assert all((local_settings.worktrees_dir / t.id).is_dir() for t in tickets)
+    assert 1 <= len(fetches) < len(tickets)
