@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import build_activities
+from activities.agent import reclaim_orphaned_agents
 from activities.notify import NotifyActivities
 from activities.settings import Settings
 from clients.connect import ensure_search_attributes
@@ -50,6 +51,11 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
 async def run_workers(client: Client, settings: Settings, stop: asyncio.Event) -> None:
     """Run until `stop` is set, then let running activities finish within the graceful timeout."""
     await ensure_search_attributes(client)
+    # Before polling: a dead worker's agent attempts retry now (from their checkpoints), not after
+    # their heartbeat timeout; no live attempt of this worker can be mistaken for an orphan yet.
+    reclaimed = await reclaim_orphaned_agents(client, settings)
+    if reclaimed:
+        log.warning("failed %d agent attempt(s) of a dead worker so they retry now", reclaimed)
     workers = build_workers(client, settings)
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
     readiness = Readiness(connected=True, polling=lambda: all(w.is_running for w in workers))

@@ -58,8 +58,9 @@ PREPARE_WORKSPACE = ActivityPolicy(
     "prepare_workspace", timedelta(minutes=20), timedelta(seconds=30), _retry(3)
 )
 # The agent is the long step: one attempt may run for hours, and its heartbeats are its checkpoints.
+# Heartbeats go out every 2 s (HEARTBEAT_THROTTLE), so 20 s of silence means the worker is gone.
 RUN_AGENT = ActivityPolicy(
-    "run_agent", timedelta(hours=6), timedelta(seconds=60), _retry(3, initial=5, maximum=120)
+    "run_agent", timedelta(hours=6), timedelta(seconds=20), _retry(3, initial=2, maximum=120)
 )
 RUN_CHECKS = ActivityPolicy("run_checks", timedelta(minutes=45), timedelta(seconds=30), _retry(2))
 REVIEW = ActivityPolicy("review", timedelta(minutes=10), timedelta(seconds=30), _retry(3))
