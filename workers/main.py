@@ -7,12 +7,16 @@ own host queue, where the activities that need the ticket's worktree on this dis
 from __future__ import annotations
 
 import asyncio
+import compileall
+import contextlib
 import logging
 import signal
+from pathlib import Path
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+import workflows
 from activities import build_activities
 from activities.agent import reclaim_orphaned_agents
 from activities.notify import NotifyActivities
@@ -28,7 +32,15 @@ from workflows.ticket import TicketWorkflow
 log = logging.getLogger("ticketflow.worker")
 
 
+def precompile_workflows() -> None:
+    """The sandbox re-imports the workflow modules for every workflow run; without cached bytecode
+    (editable installs, PYTHONDONTWRITEBYTECODE) each ticket would compile them again."""
+    with contextlib.suppress(OSError):
+        compileall.compile_dir(Path(workflows.__file__).parent, quiet=1)
+
+
 def build_workers(client: Client, settings: Settings) -> list[Worker]:
+    precompile_workflows()
     activities = [*build_activities(settings), NotifyActivities(settings).notify]
     common = {
         "activities": activities,
