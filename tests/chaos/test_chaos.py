@@ -145,7 +145,8 @@ async def worker_kill_scenario(client: Client, settings: Settings, remote: Path,
         results, report.last_done_s = await finish(
             lambda: client, ticket_list, timeout=120 + 6 * count, started=started
         )
-    return await judge(report, client, results, remote, journal, started)
+        # While the worker still runs: the state of an unfinished ticket is a query it answers.
+        return await judge(report, client, results, remote, journal, started)
 
 
 def free_port() -> int:
@@ -220,7 +221,7 @@ async def server_restart_scenario(settings: Settings, remote: Path, folder: Path
             results, report.last_done_s = await finish(
                 lambda: client, ticket_list, timeout=120 + 6 * count, started=started
             )
-        return await judge(report, client, results, remote, journal, started)
+            return await judge(report, client, results, remote, journal, started)
 
 
 async def test_every_ticket_ends_done_with_one_pr_through_crashes(
