@@ -11,6 +11,7 @@ non-retryable error. rlimits (CPU seconds, address space, file size) apply eithe
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -82,7 +83,16 @@ def wrap(argv: Sequence[str], plan: SandboxPlan) -> list[str]:
             )
         _warn_unsandboxed(problem)
         return [*_die_with_worker_prefix(), *limited]
-    return [*bwrap_args(plan), "--", *limited]
+    return [*bwrap_args(with_program_files(argv, plan)), "--", *limited]
+
+
+def with_program_files(argv: Sequence[str], plan: SandboxPlan) -> SandboxPlan:
+    """The files the command line names (the agent's program, a script) stay readable even when they
+    live under /tmp or a hidden directory, which the sandbox otherwise replaces."""
+    named = [Path(arg) for arg in argv if arg.startswith("/") and Path(arg).is_file()]
+    if argv and not argv[0].startswith("/") and (found := shutil.which(argv[0])):
+        named.append(Path(found))
+    return dataclasses.replace(plan, readable=(*plan.readable, *named))
 
 
 def bwrap_args(plan: SandboxPlan) -> list[str]:
@@ -100,6 +110,7 @@ def bwrap_args(plan: SandboxPlan) -> list[str]:
     for path in plan.hidden_files:
         if path.is_file():
             mounts.append((path, ["--ro-bind", "/dev/null", str(path)]))
+    # --ro-bind follows a symlinked source, so a program reached through a symlink keeps its name.
     mounts += [(p, ["--ro-bind", str(p), str(p)]) for p in plan.readable if p.exists()]
     mounts += [(p, ["--bind", str(p), str(p)]) for p in plan.writable if p.exists()]
     # Parents before children, so a bind inside a hidden directory lands on top of its tmpfs.
