@@ -161,7 +161,9 @@ def hidden_paths(settings: Settings) -> list[Path]:
 
 def interpreter_paths() -> list[Path]:
     """The worker's Python (venv and base install) stays usable even when it lives under a hidden home."""
-    return [Path(p).resolve() for p in {sys.prefix, sys.base_prefix}]
+    prefixes = {Path(p) for p in (sys.prefix, sys.base_prefix)}
+    # Both spellings: the interpreter is started by its unresolved path (a symlinked venv, say).
+    return sorted(prefixes | {p.resolve() for p in prefixes})
 
 
 def agent_plan(
