@@ -92,7 +92,9 @@ def with_program_files(argv: Sequence[str], plan: SandboxPlan) -> SandboxPlan:
     named = [Path(arg) for arg in argv if arg.startswith("/") and Path(arg).is_file()]
     if argv and not argv[0].startswith("/") and (found := shutil.which(argv[0])):
         named.append(Path(found))
-    return dataclasses.replace(plan, readable=(*plan.readable, *named))
+    # Files under a directory that is already mounted need (and, through symlinks, tolerate) no mount.
+    extra = [p for p in named if not any(p.is_relative_to(r) for r in (*plan.readable, *plan.writable))]
+    return dataclasses.replace(plan, readable=(*plan.readable, *extra))
 
 
 def bwrap_args(plan: SandboxPlan) -> list[str]:
