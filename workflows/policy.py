@@ -93,6 +93,9 @@ POLL_SOURCES = ActivityPolicy("poll_sources", timedelta(minutes=10), None, _retr
 INTAKE_WORKFLOW_TYPE = "IntakeWorkflow"
 INTAKE_SCHEDULE_ID = "ticketflow-intake"
 
+# A stage whose attempts all died with their workers runs again this many times before a human is asked.
+WORKER_LOST_RERUNS = 5
+
 CHECKS_TIMEOUT = timedelta(minutes=30)
 # Waiting on dependencies polls their states, backing off from the configured interval to this cap.
 DEPENDENCY_POLL_MAX = timedelta(minutes=5)

@@ -106,6 +106,7 @@ class TicketWorkflow:
         self._pipeline: asyncio.Task[TicketResult] | None = None
         self._published: tuple[str | None, str | None] = (None, None)
         self._notifications: list[workflow.ActivityHandle[int]] = []
+        self._worker_losses = 0
 
     # ------------------------------------------------------------------------------------------ run
 
@@ -425,6 +426,13 @@ class TicketWorkflow:
     async def _after_stage_failure(self, stage: Stage, err: ActivityError) -> Stage:
         cause = err.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+        lost = isinstance(cause, ApplicationError) and cause.type == "WorkerLost"
+        if lost and self._worker_losses < policy.WORKER_LOST_RERUNS:
+            # Crashed workers are no fault of the agent: run the stage again (from its checkpoint
+            # commits) rather than spend a human's time, a bounded number of times.
+            self._worker_losses += 1
+            self._note(f"{stage.value} lost its worker ({self._worker_losses}); running it again")
+            return stage
         how = (
             {
                 RetryState.MAXIMUM_ATTEMPTS_REACHED: "retries exhausted",
