@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from activities.settings import Settings, config_file
 from clients import devserver, intake_commands, stats, tickets, watch
 from clients.connect import TemporalUnavailable, connect
+from clients.intake import find_cycles
 from clients.ticket_files import TicketError, explain, load_ticket_file
 from workers.logging_setup import setup_logging
 from workers.tracing import setup_tracing, shutdown_tracing
@@ -106,8 +107,11 @@ def _tickets_from_args(args: argparse.Namespace) -> list[Ticket]:
 
 
 async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    # Every ticket is checked (repository included) before anything starts or connects.
+    # Every ticket is checked (repository, dependency cycles) before anything starts or connects.
     batch = [await tickets.validate_repo(ticket, settings) for ticket in _tickets_from_args(args)]
+    cycles = find_cycles({t.id: list(t.depends_on) for t in batch})
+    if cycles:
+        raise TicketError("dependency cycle: " + "; ".join(" -> ".join(cycle) for cycle in cycles))
     client = await connect(settings)
     results = [await tickets.submit(client, settings, ticket, check_repo=False) for ticket in batch]
     if args.json:

@@ -409,3 +409,13 @@ def test_configured_base_branch_that_does_not_exist(tmp_path: Path, git_repo: Pa
 def test_odd_repository_paths_are_user_errors(tmp_path: Path, repo: str) -> None:
     message = validation_error(ticket_for(repo), local_settings(tmp_path))
     assert "unknown repository" in message
+
+
+def test_a_dependency_cycle_in_one_submit_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], isolated: str, git_repo: Path
+) -> None:
+    first = write_ticket(tmp_path, "a.md", f"id: a\ntitle: A\nrepo: {git_repo}\ndepends_on: [b]")
+    second = write_ticket(tmp_path, "b.md", f"id: b\ntitle: B\nrepo: {git_repo}\ndepends_on: [a]")
+    code, out, err = run(capsys, "submit", str(first), str(second))
+    assert code == 1 and out == ""
+    assert_user_error(err, "dependency cycle: a -> b -> a")
