@@ -81,8 +81,12 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
-    for name in ("worker", "dev-server"):
-        print(f"{name}: {'stopped' if devserver.stop_background(settings, name) else 'not running'}")
+    stopped = {name: devserver.stop_background(settings, name) for name in ("worker", "dev-server")}
+    if args.json:
+        _print_json({name: "stopped" if done else "not running" for name, done in stopped.items()})
+        return 0
+    for name, done in stopped.items():
+        print(f"{name}: {'stopped' if done else 'not running'}")
     return 0
 
 
@@ -199,6 +203,9 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
     files = _log_files(folder)
     if not files and not args.follow:
         raise tickets.TicketOperationError(f"no logs for ticket {args.id} under {folder}")
+    if args.json and not args.follow:
+        _print_json([{"file": str(p), "log": p.read_text(errors="replace")} for p in files])
+        return 0
     for path in files[:-1] if args.follow else files:
         print(f"==> {path.name} <==\n{path.read_text(errors='replace')}")
     if args.follow:
@@ -268,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="without the Web UI")
     p = command("worker", cmd_worker, "run a worker (workflows and activities)", False)
     p.add_argument("--detach", action="store_true", help="run in the background")
-    command("stop", cmd_stop, "stop the background dev server and worker", False)
+    command("stop", cmd_stop, "stop the background dev server and worker")
     p = command("submit", cmd_submit, "submit ticket files or one ticket from flags")
     p.add_argument("files", nargs="*", help="Markdown ticket files with YAML front matter")
     p.add_argument("--title")
@@ -292,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("cancel", cmd_cancel, "cancel a ticket")
     p.add_argument("id")
     p.add_argument("--reason", default="cancelled by operator")
-    p = command("logs", cmd_logs, "print a ticket's agent logs", False)
+    p = command("logs", cmd_logs, "print a ticket's agent logs")
     p.add_argument("id")
     p.add_argument("-f", "--follow", action="store_true", help="follow the newest log")
     p = command("demo", cmd_demo, "run the example backlog end to end on a local dev server", False)
