@@ -19,6 +19,7 @@ from temporalio.service import RPCError
 
 from activities.agents import AgentNotConfigured, AgentRun, build_agent, sandbox
 from activities.gitops import clear_stale_index_lock, commit_all, head
+from activities.live_output import LiveOutput
 from activities.redact import redact, redact_lines
 from activities.settings import Settings
 from workflows.contracts import AgentCheckpoint, AgentRequest, AgentResult
@@ -74,9 +75,11 @@ class AgentActivities:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         secrets = self.settings.secret_values()
 
+        live = LiveOutput(info.workflow_id or "", secrets, self.settings.live_output_seconds)
         with log_path.open("a", encoding="utf-8") as log, _lease(self.settings, checkpoint) as renew_lease:
 
             def on_line(line: str) -> None:
+                live.add(line)
                 log.write(redact(line, secrets) + "\n")
                 log.flush()
                 activity.heartbeat(checkpoint.model_dump(mode="json"))
@@ -105,7 +108,7 @@ class AgentActivities:
                 wrap=lambda argv: sandbox.wrap(argv, plan),
                 log_path=log_path,
             )
-            async with _heartbeating(checkpoint):
+            async with _heartbeating(checkpoint), live.sending():
                 result = await agent.run(run)
         final = await commit_all(
             worktree, f"wip(ticketflow {req.ticket.id}): iteration {req.iteration} result"

@@ -178,6 +178,9 @@ class Settings(BaseSettings):
     # Non-blocking review findings (medium/high) of a DONE ticket become follow-up tickets in its source.
     follow_up_tickets: bool = False
 
+    live_output_seconds: float = Field(
+        default=15, gt=0, description="how often a running agent's lines reach its ticket"
+    )
     agent_stall_seconds: float = Field(default=15 * 60, gt=0, description="no output this long = stalled")
     # Test runs go through the same bubblewrap sandbox as agents, offline unless checks_network is set.
     checks_sandbox: SandboxMode = "auto"

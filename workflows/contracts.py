@@ -269,6 +269,12 @@ class AgentCheckpoint(Model):
 AgentOutcomeKind = Literal["done", "blocked", "usage_limit", "rate_limited", "failed"]
 
 
+class AgentOutput(Model):
+    """The newest lines a running agent printed (a signal to its ticket, redacted)."""
+
+    lines: list[str] = Field(default_factory=list)
+
+
 class AgentRequest(Model):
     ticket: Ticket
     workspace: Workspace

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         MAX_OUTPUT_LINES,
         MISSING_TICKET,
         Ack,
+        AgentOutput,
         AgentRequest,
         AgentResult,
         ApproveRequest,
@@ -730,6 +731,12 @@ class TicketWorkflow:
     def _validate_approve(self, request: ApproveRequest) -> None:
         if self._status.state is not TicketState.AWAITING_APPROVAL or self._approval is not None:
             raise ValueError(f"ticket {self._ticket.id} is {self._status.state.value}, not AWAITING_APPROVAL")
+
+    @workflow.signal(name="agent_output", description="The running agent's newest output lines")
+    def agent_output(self, output: AgentOutput) -> None:
+        if self._status.stage is Stage.RUN_AGENT and not self._status.state.is_final:
+            self._status.last_output = output.lines[-MAX_OUTPUT_LINES:]
+            self._publish()  # current details only: the state did not change, so nothing is upserted
 
     @workflow.signal(description="Stop working on the ticket; it ends CANCELLED")
     def cancel(self, request: CancelRequest) -> None:

@@ -240,3 +240,26 @@ async def test_cancelled_dependency_asks_a_human(client: Client, worker: Setting
     assert blocked.blocked_reason and "dep-cancelled: CANCELLED" in blocked.blocked_reason
     await tickets.unblock(client, second.id, "go ahead without it")
     assert (await result_of(client, second.id)).state is TicketState.DONE
+
+
+async def test_a_running_agents_lines_reach_the_status(
+    client: Client, worker: Settings, tmp_path: Path
+) -> None:
+    worker.live_output_seconds = 0.3
+    worker.agents["chatty"] = script_agent(
+        tmp_path,
+        "chatty",
+        "import time\nfor i in range(40):\n    print('reading module', i, flush=True); time.sleep(0.1)\n",
+    )
+    ticket = example_ticket("demo-4-readme.md", id="chatty-1", agent="chatty")
+    await submit(client, worker, ticket)
+    live = await wait_for_status(
+        client,
+        ticket.id,
+        lambda s: s.stage is Stage.RUN_AGENT and any("reading module" in x for x in s.last_output),
+    )
+    assert live.state is TicketState.WORKING
+    metadata = await tickets.handle_for(client, ticket.id).query("__temporal_workflow_metadata")
+    assert "reading module" in metadata.current_details
+    await tickets.cancel(client, ticket.id, "seen enough")
+    assert (await result_of(client, ticket.id)).state is TicketState.CANCELLED
