@@ -13,6 +13,7 @@ from activities.intake import IntakeActivities
 from activities.llm.gate_signal import limit_gate_signal
 from activities.pull_request import PullRequestActivities
 from activities.review import ReviewActivities
+from activities.rollback import reset_workspace
 from activities.settings import Settings
 from activities.workspace import WorkspaceActivities
 from activities.writeback import WriteBackActivities
@@ -25,6 +26,7 @@ def build_activities(settings: Settings) -> list[Callable[..., Any]]:
         limit_gate_signal,
         WorkspaceActivities(settings).prepare_workspace,
         AgentActivities(settings).run_agent,
+        reset_workspace,
         CheckActivities(settings).run_checks,
         ReviewActivities(settings).review,
         PullRequestActivities(settings).open_pr,

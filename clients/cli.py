@@ -192,6 +192,12 @@ async def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    ack = await tickets.rollback(await connect(settings), args.id)
+    _emit(args, {"ticket": args.id, "message": ack.message})
+    return 0
+
+
 async def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     message = await tickets.retry(await connect(settings), settings, args.id)
     _emit(args, {"ticket": args.id, "message": message})
@@ -287,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, text in (
         ("status", cmd_status, "show a ticket's status"),
         ("retry", cmd_retry, "retry a BLOCKED ticket's stage, or restart a FAILED ticket where it failed"),
+        ("rollback", cmd_rollback, "reset a BLOCKED ticket's worktree to its last good checkpoint"),
     ):
         command(name, handler, text).add_argument("id")
     p = command("approve", cmd_approve, "approve a ticket waiting for approval")

@@ -31,6 +31,7 @@ from workflows.contracts import (
     ApproveRequest,
     CancelRequest,
     RetryRequest,
+    RollbackRequest,
     RunOptions,
     Ticket,
     TicketRun,
@@ -240,6 +241,10 @@ async def _update(client: Client, ticket_id: str, update: object, request: objec
 
 async def unblock(client: Client, ticket_id: str, guidance: str, by: str = "operator") -> Ack:
     return await _update(client, ticket_id, TicketWorkflow.unblock, UnblockRequest(guidance=guidance, by=by))
+
+
+async def rollback(client: Client, ticket_id: str, by: str = "operator") -> Ack:
+    return await _update(client, ticket_id, TicketWorkflow.rollback, RollbackRequest(by=by))
 
 
 async def approve(

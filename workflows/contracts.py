@@ -443,6 +443,8 @@ class TicketStatus(Model):
     reminders: int = 0
     runs: int = 1
     waiting_on: list[str] = Field(default_factory=list)
+    last_commit: str | None = None  # the agent's newest checkpoint commit
+    last_good_commit: str | None = None  # the newest one whose checks passed: where rollback returns
     trace_id: str | None = None
     token_budget: int | None = None  # the ticket's budget.tokens plus every approved extension
 
@@ -485,6 +487,19 @@ class ApproveRequest(Model):
 
 class RetryRequest(Model):
     by: str = "operator"
+
+
+class RollbackRequest(Model):
+    by: str = "operator"
+
+
+class ResetRequest(Model):
+    workspace: Workspace
+    commit: str
+
+
+class ResetResult(Model):
+    head: str
 
 
 class CancelRequest(Model):

@@ -96,6 +96,8 @@ INTAKE_SCHEDULE_ID = "ticketflow-intake"
 # A stage whose attempts all died with their workers runs again this many times before a human is asked.
 WORKER_LOST_RERUNS = 5
 
+RESET_WORKSPACE = ActivityPolicy("reset_workspace", timedelta(minutes=2), timedelta(seconds=30), _retry(3))
+
 CHECKS_TIMEOUT = timedelta(minutes=30)
 # Waiting on dependencies polls their states, backing off from the configured interval to this cap.
 DEPENDENCY_POLL_MAX = timedelta(minutes=5)

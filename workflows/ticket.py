@@ -41,9 +41,12 @@ with workflow.unsafe.imports_passed_through():
         NotifyRequest,
         PullRequestRef,
         PullRequestRequest,
+        ResetRequest,
+        ResetResult,
         RetryRequest,
         ReviewReport,
         ReviewRequest,
+        RollbackRequest,
         Stage,
         StatusEvent,
         TicketResult,
@@ -262,6 +265,7 @@ class TicketWorkflow:
             _agent_limit,
         )
         self._absorb_agent_result(result)
+        self._status.last_commit = result.last_commit or self._status.last_commit
         extended = await self._within_budget(Stage.RUN_AGENT)
         if extended and result.outcome == "blocked":
             self._resume_session = True
@@ -297,6 +301,7 @@ class TicketWorkflow:
         self._status.last_checks = report
         if report.passed:
             self._feedback = None
+            self._status.last_good_commit = self._status.last_commit or self._status.last_good_commit
             return Stage.REVIEW
         self._feedback = check_feedback(report)
         counts = (
@@ -470,7 +475,24 @@ class TicketWorkflow:
         answer, self._answer = self._answer, None
         self._status.blocked_reason = self._status.blocked_since = self._status.unblock_command = None
         self._note(f"{answer.kind} by {answer.by}")
+        if answer.kind == "rollback":
+            await self._roll_back()
         return answer
+
+    async def _roll_back(self) -> None:
+        """Reset the worktree to the last commit whose checks passed (or the base); the agent goes on."""
+        workspace = self._require_workspace()
+        target = self._status.last_good_commit or workspace.base_commit
+        reset = await self._call(
+            policy.RESET_WORKSPACE, ResetRequest(workspace=workspace, commit=target), ResetResult
+        )
+        self._status.last_commit = reset.head
+        self._feedback = (
+            f"The worktree was rolled back to {target[:12]}: every change after that commit is gone. "
+            "Start again from there."
+        )
+        self._resume_session = False
+        self._note(f"rolled back to {target[:12]}")
 
     async def _wait_with_reminders(self, ready: Callable[[], bool], total_seconds: float, what: str) -> bool:
         """Wait durably for `ready`; remind every interval; give up (return False) after total_seconds."""
@@ -721,6 +743,23 @@ class TicketWorkflow:
     @retry.validator
     def _validate_retry(self, request: RetryRequest) -> None:
         self._require_blocked("retry")
+
+    @workflow.update(
+        description="Reset a BLOCKED ticket's worktree to its last good checkpoint; the agent restarts"
+    )
+    def rollback(self, request: RollbackRequest) -> Ack:
+        self._answer = _HumanAnswer("rollback", None, request.by)
+        good = self._status.last_good_commit
+        target = good[:12] if good else "the base branch"
+        return Ack(state=TicketState.BLOCKED, message=f"ticket {self._ticket.id} rolls back to {target}")
+
+    @rollback.validator
+    def _validate_rollback(self, request: RollbackRequest) -> None:
+        self._require_blocked("rollback")
+        if self._status.stage is not Stage.RUN_AGENT or self._workspace is None:
+            raise ValueError(
+                f"ticket {self._ticket.id} is not blocked on the agent's work; nothing to roll back"
+            )
 
     @workflow.update(description="Approve a ticket that waits for approval before its PR opens")
     def approve(self, request: ApproveRequest) -> Ack:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -263,3 +264,37 @@ async def test_a_running_agents_lines_reach_the_status(
     assert "reading module" in metadata.current_details
     await tickets.cancel(client, ticket.id, "seen enough")
     assert (await result_of(client, ticket.id)).state is TicketState.CANCELLED
+
+
+async def test_rollback_resets_the_worktree_before_the_agent_goes_on(
+    client: Client, worker: Settings, tmp_path: Path, example_remote: Path
+) -> None:
+    tried = tmp_path / "tried-once"
+    worker.agents["clumsy"] = script_agent(
+        tmp_path,
+        "clumsy",
+        "import pathlib\n"
+        f"tried = pathlib.Path({str(tried)!r})\n"
+        "if not tried.exists():\n"
+        "    tried.write_text('x'); pathlib.Path('mess.txt').write_text('oops')\n"
+        "    print('::ticketflow step::made a mess'); print('::ticketflow blocked::I broke it')\n"
+        "else:\n"
+        "    assert not pathlib.Path('mess.txt').exists(), 'the rollback must have removed it'\n"
+        "    pathlib.Path('NOTES.md').write_text('clean work\\n')\n",
+    )
+    ticket = example_ticket("demo-4-readme.md", id="rollback-1", agent="clumsy")
+    await submit(client, worker, ticket)
+    blocked = await wait_for_status(client, ticket.id, in_state(TicketState.BLOCKED))
+    assert blocked.last_good_commit is None and blocked.last_commit is not None
+
+    assert "rolls back to the base branch" in (await tickets.rollback(client, ticket.id)).message
+    result = await result_of(client, ticket.id)
+    assert result.state is TicketState.DONE
+    assert any("rolled back to" in e.note for e in result.status.events)
+    files = subprocess.run(
+        ["git", "--git-dir", str(example_remote), "ls-tree", "--name-only", "-r", ticket.branch],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "NOTES.md" in files and "mess.txt" not in files
