@@ -18,7 +18,14 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    RetryState,
+    TimeoutType,
+)
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from workflows import metrics, policy, visibility
@@ -432,10 +439,12 @@ class TicketWorkflow:
     async def _after_stage_failure(self, stage: Stage, err: ActivityError) -> Stage:
         cause = err.cause
         message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-        lost = isinstance(cause, ApplicationError) and cause.type == "WorkerLost"
+        lost = (isinstance(cause, ApplicationError) and cause.type == "WorkerLost") or (
+            isinstance(cause, ActivityTimeout) and cause.type is TimeoutType.HEARTBEAT
+        )
         if lost and self._worker_losses < policy.WORKER_LOST_RERUNS:
-            # Crashed workers are no fault of the agent: run the stage again (from its checkpoint
-            # commits) rather than spend a human's time, a bounded number of times.
+            # A dead worker (reclaimed, or silent past the heartbeat timeout) is no fault of the stage:
+            # run it again (from its checkpoint commits) rather than spend a human's time, a few times.
             self._worker_losses += 1
             self._note(f"{stage.value} lost its worker ({self._worker_losses}); running it again")
             return stage
