@@ -100,7 +100,7 @@ class LimitGateWorkflow:
         status.probes += 1
         self._send(workflow_id, probe=True)
 
-    def _open(self) -> None:
+    def _release_all(self) -> None:
         status = self._status
         status.state, status.probe, status.probe_since, status.limited_until = "open", None, None, None
         for waiting in status.waiting:
@@ -165,7 +165,7 @@ class LimitGateWorkflow:
         # A success only counts once the reset has passed: a call that started before the limit
         # was reported says nothing about now.
         if status.state == "probing" or (status.state == "limited" and self._reset_passed()):
-            self._open()
+            self._release_all()
 
     def _reset_passed(self) -> bool:
         until = self._status.limited_until
