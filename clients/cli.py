@@ -356,3 +356,12 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(main())
+
+
+def entry() -> None:
+    """Console-script entry: skip interpreter finalization, which can abort while the Temporal
+    runtime's native threads wind down (seen as an intermittent exit -6 after a finished command)."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
