@@ -14,10 +14,10 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import SecretStr
 
-from activities.githosts.base import GitHostError, PullRequestSpec, credential_env, error_for_status
+from activities.githosts.base import GitHostError, PullRequestSpec
+from activities.githosts.rest import RestHost
 from workflows.contracts import PullRequestRef
 
-TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 DRAFT_PREFIX = "Draft: "
 _SCP_LIKE = re.compile(r"^[^@/]+@([^:]+):(.+)$")
 
@@ -42,44 +42,13 @@ def api_url_from_repo_url(url: str, suffix: str) -> str:
     return f"{scheme}://{host}{suffix}"
 
 
-async def call(
-    client: httpx.AsyncClient,
-    method: str,
-    path: str,
-    payload: dict[str, Any] | None = None,
-    *,
-    params: dict[str, str] | None = None,
-    host: str = "GitLab",
-) -> Any:
-    try:
-        resp = await client.request(method, path, json=payload, params=params)
-    except httpx.HTTPError as exc:
-        raise GitHostError(
-            f"{host} unreachable: {type(exc).__name__}", kind="unavailable", retryable=True
-        ) from None
-    if resp.is_success:
-        return resp.json() if resp.content else None
-    raise error_for_status(resp.status_code, resp.headers, message_of(resp))
-
-
-def message_of(resp: httpx.Response) -> str:
-    """GitLab and Gitea put a string, a list or a field->errors mapping under `message` (or `error`)."""
-    try:
-        data = resp.json()
-    except ValueError:
-        return resp.reason_phrase
-    if not isinstance(data, dict):
-        return resp.reason_phrase
-    message = data.get("message", data.get("error", resp.reason_phrase))
-    if isinstance(message, list):
-        return "; ".join(str(m) for m in message)
-    if isinstance(message, dict):
-        return "; ".join(f"{k}: {v}" for k, v in message.items())
-    return str(message)
-
-
-class GitLabHost:
+class GitLabHost(RestHost):
     name = "gitlab"
+    label = "GitLab"
+    push_username = "oauth2"
+    auth_header = "PRIVATE-TOKEN"
+    create_path = "/merge_requests"
+    pr_noun = "an MR"
 
     def __init__(
         self,
@@ -90,37 +59,19 @@ class GitLabHost:
         repo_url: str = "",
         reviewer_ids: tuple[int, ...] = (),
     ) -> None:
-        self.api_url = api_url.rstrip("/")
+        super().__init__(api_url, token, repo_url=repo_url)
         self.project = project
-        self.repo_url = repo_url
         self.reviewer_ids = reviewer_ids
-        self._token = token
 
-    def push_env(self) -> dict[str, str]:
-        if self._token is None:
-            return {}
-        return credential_env(self.repo_url, "oauth2", self._token.get_secret_value())
-
-    async def find_open_pr(self, branch: str, base: str) -> PullRequestRef | None:
-        async with self._client() as client:
-            return await self._find(client, branch, base)
-
-    async def open_pr(self, spec: PullRequestSpec) -> PullRequestRef:
-        async with self._client() as client:
-            ref = await self._find(client, spec.head, spec.base) or await self._create(client, spec)
-            if spec.labels:
-                # add_labels is idempotent and finishes a run that died right after creating the MR.
-                await call(
-                    client, "PUT", f"/merge_requests/{ref.number}", {"add_labels": ",".join(spec.labels)}
-                )
-            return ref
+    def _repo_api(self) -> str:
+        return f"{self.api_url}/projects/{quote(self.project, safe='')}"
 
     async def _find(self, client: httpx.AsyncClient, branch: str, base: str) -> PullRequestRef | None:
         params = {"state": "opened", "source_branch": branch, "target_branch": base}
-        found = await call(client, "GET", "/merge_requests", params=params)
+        found = await self._call(client, "GET", "/merge_requests", params=params)
         return self._ref(found[0], created=False) if found else None
 
-    async def _create(self, client: httpx.AsyncClient, spec: PullRequestSpec) -> PullRequestRef:
+    def _create_payload(self, spec: PullRequestSpec) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "source_branch": spec.head,
             "target_branch": spec.base,
@@ -131,17 +82,10 @@ class GitLabHost:
             payload["labels"] = ",".join(spec.labels)
         if self.reviewer_ids:
             payload["reviewer_ids"] = list(self.reviewer_ids)
-        try:
-            return self._ref(await call(client, "POST", "/merge_requests", payload), created=True)
-        except GitHostError as exc:
-            if exc.kind != "rejected" or "already exists" not in str(exc):
-                raise
-        found = await self._find(client, spec.head, spec.base)
-        if found is None:
-            raise GitHostError(
-                f"GitLab reports an MR for {spec.head!r} but none is open", kind="unavailable", retryable=True
-            )
-        return found
+        return payload
+
+    async def _add_labels(self, client: httpx.AsyncClient, number: int, labels: tuple[str, ...]) -> None:
+        await self._call(client, "PUT", f"/merge_requests/{number}", {"add_labels": ",".join(labels)})
 
     def _ref(self, mr: dict[str, Any], *, created: bool) -> PullRequestRef:
         return PullRequestRef(
@@ -152,10 +96,3 @@ class GitLabHost:
             created=created,
             head_commit=mr.get("sha") or None,
         )
-
-    def _client(self) -> httpx.AsyncClient:
-        headers = {"Accept": "application/json"}
-        if self._token is not None:
-            headers["PRIVATE-TOKEN"] = self._token.get_secret_value()
-        base = f"{self.api_url}/projects/{quote(self.project, safe='')}"
-        return httpx.AsyncClient(base_url=base, headers=headers, timeout=TIMEOUT)
