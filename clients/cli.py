@@ -81,7 +81,7 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
-    stopped = {name: devserver.stop_background(settings, name) for name in ("worker", "dev-server")}
+    stopped = {name: devserver.stop_background(settings, name) for name in devserver.BACKGROUND}
     if args.json:
         _print_json({name: "stopped" if done else "not running" for name, done in stopped.items()})
         return 0
@@ -247,7 +247,7 @@ def _follow(folder: Path) -> None:
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from clients.demo import run_demo
 
-    return await run_demo(settings, timeout=args.timeout)
+    return await run_demo(settings, timeout=args.timeout, offline=args.offline)
 
 
 def _emit(args: argparse.Namespace, data: dict[str, str]) -> None:
@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="without the Web UI")
     p = command("worker", cmd_worker, "run a worker (workflows and activities)", False)
     p.add_argument("--detach", action="store_true", help="run in the background")
-    command("stop", cmd_stop, "stop the background dev server and worker")
+    command("stop", cmd_stop, "stop the background dev server, worker and demo model server")
     p = command("submit", cmd_submit, "submit ticket files or one ticket from flags")
     p.add_argument("files", nargs="*", help="Markdown ticket files with YAML front matter")
     p.add_argument("--title")
@@ -310,7 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("-f", "--follow", action="store_true", help="follow the newest log")
     p = command("demo", cmd_demo, "run the example backlog end to end on a local dev server", False)
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the tickets")
+    p.add_argument(
+        "--timeout", type=float, help="seconds to wait (default: 300 on the fake model, 3600 on Ollama)"
+    )
+    p.add_argument("--offline", action="store_true", help="run on the built-in fake Ollama even if one runs")
     intake_commands.add_commands(command)
     watch.add_commands(command)
     return parser

@@ -1,24 +1,31 @@
 """`ticketflow demo`: the example backlog, end to end, on a local dev server and worker.
 
-It starts (or reuses) the dev server and a worker in the background, creates the example repository as
-a local bare remote, submits every ticket in examples/backlog and waits until each is DONE or BLOCKED.
-The processes keep running afterwards so `ticketflow unblock` can move the blocked ticket on.
+It picks the model server (a real Ollama at OLLAMA_HOST, else our fake one: clients/demo_models.py),
+starts (or reuses) the dev server and a worker in the background, creates the example repository as a
+local bare remote, submits every ticket in examples/backlog to the native ollama agent and waits until
+each is DONE or BLOCKED. The processes keep running afterwards so `ticketflow unblock` can move the
+blocked ticket on; `ticketflow stop` ends them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 
-from activities.settings import RepoConfig, Settings
+from activities.settings import AgentConfig, RepoConfig, Settings
 from clients import devserver, tickets
 from clients.connect import connect, ensure_search_attributes
-from clients.example_repo import create_example_remote, demo_agent_config, example_tickets
+from clients.demo_models import ModelServer, ModelServerError, choose, describe
+from clients.example_repo import create_example_remote, example_tickets
 from clients.ticket_files import load_ticket_file
 from workflows.contracts import TicketState
 
@@ -30,20 +37,44 @@ SETTLED = {
 }
 
 
-def demo_settings(settings: Settings) -> tuple[Settings, Path]:
+def _key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+def to_toml(data: Mapping[str, Any], table: str = "") -> str:
+    """Enough TOML for the demo's config: strings, numbers, booleans, lists of them, nested tables.
+    (JSON strings and arrays of scalars are valid TOML values.)"""
+    scalars = {k: v for k, v in data.items() if not isinstance(v, Mapping) and v is not None}
+    lines = [f"[{table}]"] if table and scalars else []
+    lines += [f"{_key(k)} = {json.dumps(v)}" for k, v in scalars.items()]
+    text = "\n".join(lines) + ("\n\n" if lines else "")
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            text += to_toml(value, f"{table}.{_key(key)}" if table else _key(key))
+    return text
+
+
+def demo_settings(settings: Settings, server: ModelServer) -> tuple[Settings, Path]:
+    """The demo's repository, the native ollama agent and the model chains, in settings and on disk."""
     remote = create_example_remote(settings.state_dir / "demo" / "calc.git")
+    agent = AgentConfig(kind="ollama", max_turns=server.max_turns)
     config = settings.state_dir / "demo" / "ticketflow.toml"
-    agent = demo_agent_config()
-    # JSON strings and arrays of strings are valid TOML values.
     config.write_text(
-        f'default_agent = "demo"\n\n[repos.demo]\nurl = {json.dumps(str(remote))}\n\n'
-        f"[agents.demo]\ncommand = {json.dumps(agent.command)}\n"
+        to_toml(
+            {
+                "default_agent": "ollama",
+                "repos": {"demo": {"url": str(remote)}},
+                "agents": {"ollama": {"kind": "ollama", "max_turns": server.max_turns}},
+                "models": server.models.model_dump(mode="json", exclude_none=True),
+            }
+        )
     )
     updated = settings.model_copy(
         update={
-            "default_agent": "demo",
+            "default_agent": "ollama",
             "repos": {**settings.repos, "demo": RepoConfig(url=str(remote))},
-            "agents": {**settings.agents, "demo": agent},
+            "agents": {**settings.agents, "ollama": agent},
+            "models": server.models,
         }
     )
     return updated, config
@@ -111,6 +142,8 @@ async def report(client: Client, settings: Settings, config: Path, states: dict[
         if state in (TicketState.DONE.value, TicketState.BLOCKED.value):
             status = await tickets.status(client, ticket_id)
             line += f" {status.pr_url or status.blocked_reason or ''}"
+            if status.models_used:
+                line += f"\n           models: {', '.join(status.models_used)}"
         print(line)
     remote = Path(settings.repos["demo"].url)
     print(f"\nPR branches in the local remote {remote}:")
@@ -123,11 +156,20 @@ async def report(client: Client, settings: Settings, config: Path, states: dict[
     print(
         f"Submit your own tickets to the demo repo with: TICKETFLOW_CONFIG={config} ticketflow submit FILE.md"
     )
-    print("Stop the background server and worker with: ticketflow stop")
+    print("Stop the background server, worker and any fake model server with: ticketflow stop")
 
 
-async def run_demo(settings: Settings, timeout: float = 300.0) -> int:
-    settings, config = demo_settings(settings)
+async def run_demo(settings: Settings, timeout: float | None = None, offline: bool = False) -> int:
+    asked = os.environ.get("OLLAMA_HOST")
+    try:
+        server = await choose(settings, asked, offline=offline)
+    except ModelServerError as error:
+        print(f"error: {error}")
+        return 1
+    print(describe(server, asked, offline))
+    # A real model on a CPU takes minutes per ticket; the fake answers at once.
+    timeout = timeout if timeout is not None else (3600.0 if server.real else 300.0)
+    settings, config = demo_settings(settings, server)
     await start_services(settings, config)
     client = await connect(settings)
     await ensure_search_attributes(client)

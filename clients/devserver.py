@@ -101,6 +101,10 @@ async def wait_for_port(address: str, timeout: float = 30.0) -> None:
 # ---------------------------------------------------------------------------- background processes
 
 
+# The background processes `ticketflow stop` ends (the demo's fake model server among them).
+BACKGROUND = ("worker", "dev-server", "fake-ollama")
+
+
 def pid_file(settings: Settings, name: str) -> Path:
     return settings.state_dir / f"{name}.pid"
 
@@ -116,7 +120,11 @@ def running_pid(settings: Settings, name: str) -> int | None:
 
 
 def start_background(
-    settings: Settings, name: str, command: list[str], env: dict[str, str] | None = None
+    settings: Settings,
+    name: str,
+    command: list[str],
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> int:
     """Start command detached from this terminal; its output goes to <state>/<name>.log."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -128,6 +136,7 @@ def start_background(
         stderr=subprocess.STDOUT,
         start_new_session=True,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
     pid_file(settings, name).write_text(str(proc.pid))
     return proc.pid

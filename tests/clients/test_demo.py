@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.ollama_server import FakeOllama, example_backlog_responder, refused_url, serve
+
 BIN = Path(sys.executable).parent
 
 
@@ -32,6 +34,7 @@ def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         "TICKETFLOW_UI_PORT": str(ui_port),
         "TICKETFLOW_UI_URL": f"http://127.0.0.1:{ui_port}",
         "TICKETFLOW_TASK_QUEUE": "demo-test",
+        "OLLAMA_HOST": refused_url(),  # no Ollama here: the demo must say so and use its fake one
     }
     env.pop("TICKETFLOW_CONFIG", None)
     yield env
@@ -48,6 +51,8 @@ def ticketflow(env: dict[str, str], *args: str, timeout: float = 120) -> subproc
 def test_demo_then_unblock(demo_env: dict[str, str]) -> None:
     demo = ticketflow(demo_env, "demo", "--timeout", "120", timeout=240)
     assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert f"no Ollama answered at {demo_env['OLLAMA_HOST']}" in demo.stdout
+    assert "FAKE Ollama server" in demo.stdout and "no model thinks here" in demo.stdout
     for ticket_id in ("demo-1", "demo-2", "demo-3", "demo-4"):
         assert f"{ticket_id}   DONE" in demo.stdout
     assert "demo-5   BLOCKED" in demo.stdout and "banker's rounding" in demo.stdout
@@ -69,3 +74,29 @@ def test_demo_then_unblock(demo_env: dict[str, str]) -> None:
     assert "already submitted (DONE)" in again.stdout
     listing = json.loads(ticketflow(demo_env, "list", "--json").stdout)
     assert sorted(t["ticket_id"] for t in listing) == ["demo-1", "demo-2", "demo-3", "demo-4", "demo-5"]
+
+
+@pytest.mark.slow
+def test_demo_runs_unchanged_on_an_ollama_at_ollama_host(demo_env: dict[str, str]) -> None:
+    """Whatever answers Ollama's API at OLLAMA_HOST with the recommended models is used, per stage."""
+    models = {"qwen2.5:3b", "qwen2.5-coder:7b", "qwen3:14b"}  # the 14b coder is missing: its fallback serves
+    with serve(FakeOllama(models=models, responder=example_backlog_responder)) as ollama:
+        env = {**demo_env, "OLLAMA_HOST": ollama.url.removeprefix("http://")}  # as users often set it
+        demo = ticketflow(env, "demo", "--timeout", "120", timeout=240)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert f"Using the real Ollama at {ollama.url}" in demo.stdout
+        assert "FAKE" not in demo.stdout
+        assert demo.stdout.count("ticketflow/demo-") == 4
+        asked = {str(r.body.get("model")) for r in ollama.chats()}
+        assert asked == models | {"qwen2.5-coder:14b"}  # asked first, answered 404, never served
+        result = demo.stdout.split("Result:")[1]  # with the models that served each ticket
+        assert "local/qwen2.5-coder:7b" in result and "local/qwen2.5-coder:14b" not in result
+
+
+def test_demo_names_the_models_to_pull(demo_env: dict[str, str]) -> None:
+    with serve(FakeOllama(models={"llama3.2:latest"})) as ollama:
+        demo = ticketflow({**demo_env, "OLLAMA_HOST": ollama.url}, "demo", timeout=60)
+    assert demo.returncode == 1
+    assert "has no model for classify, code, review" in demo.stdout
+    assert "ollama pull qwen2.5:3b" in demo.stdout and "--offline" in demo.stdout
+    assert not ollama.chats()
