@@ -23,31 +23,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.agent import AgentActivities
 from activities.settings import Settings
 from activities.workspace import WorkspaceActivities
-from bench.harness import dev_server, emit, machine, script_agent, start_ticket, worker_settings
+from bench.harness import (
+    NoopActivities,
+    dev_server,
+    emit,
+    machine,
+    script_agent,
+    start_ticket,
+    worker_settings,
+)
 from clients.example_repo import create_example_remote
 from workers.main import build_workers
 from workflows import policy
-from workflows.contracts import (
-    CheckReport,
-    ChecksRequest,
-    Classification,
-    ClassifyRequest,
-    PullRequestRef,
-    PullRequestRequest,
-    ReviewReport,
-    ReviewRequest,
-    Ticket,
-    TicketResult,
-    TicketState,
-    workflow_id_for,
-)
+from workflows.contracts import Ticket, TicketResult, TicketState, workflow_id_for
 from workflows.ticket import TicketWorkflow
 
 TARGET_RATIO = 1.3
@@ -60,35 +54,14 @@ print("::ticketflow step::wrote bench_note.txt", flush=True)
 """
 
 
-@activity.defn(name=policy.CLASSIFY.name)
-async def noop_classify(request: ClassifyRequest) -> Classification:
-    return Classification()
-
-
-@activity.defn(name=policy.RUN_CHECKS.name)
-async def noop_checks(request: ChecksRequest) -> CheckReport:
-    return CheckReport(passed=True, command="noop")
-
-
-@activity.defn(name=policy.REVIEW.name)
-async def noop_review(request: ReviewRequest) -> ReviewReport:
-    return ReviewReport()
-
-
-@activity.defn(name=policy.OPEN_PR.name)
-async def noop_open_pr(request: PullRequestRequest) -> PullRequestRef:
-    return PullRequestRef(
-        url=f"noop://{request.ticket.id}", number=1, branch=request.workspace.branch, host="noop"
-    )
-
-
 def agent_stage_workers(client: Client, settings: Settings) -> list[Worker]:
     """Real workspace and agent activities, no-op for the other stages, same two-queue shape."""
+    noop = NoopActivities(settings.host_queue)
     activities = [
-        noop_classify,
-        noop_checks,
-        noop_review,
-        noop_open_pr,
+        noop.classify,
+        noop.run_checks,
+        noop.review,
+        noop.open_pr,
         WorkspaceActivities(settings).prepare_workspace,
         AgentActivities(settings).run_agent,
     ]

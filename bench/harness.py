@@ -1,4 +1,5 @@
-"""Pieces every benchmark shares: a private dev server, worker settings, the machine, the last JSON line."""
+"""Pieces every benchmark shares: a private dev server, worker settings, no-op activities, starting a ticket,
+the machine, the last JSON line."""
 
 from __future__ import annotations
 
@@ -8,19 +9,38 @@ import os
 import platform
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.settings import AgentConfig, RepoConfig, Settings
 from clients.devserver import temporal_binary
-from workflows import visibility
-from workflows.contracts import Ticket, TicketRun, TicketState, workflow_id_for
+from workflows import policy, visibility
+from workflows.contracts import (
+    AgentRequest,
+    AgentResult,
+    CheckReport,
+    ChecksRequest,
+    Classification,
+    ClassifyRequest,
+    PullRequestRef,
+    PullRequestRequest,
+    ReviewReport,
+    ReviewRequest,
+    Ticket,
+    TicketResult,
+    TicketRun,
+    TicketState,
+    Workspace,
+    WorkspaceRequest,
+    workflow_id_for,
+)
 from workflows.ticket import TicketWorkflow
 
 
@@ -68,10 +88,71 @@ def script_agent(folder: Path, name: str, code: str) -> AgentConfig:
     return AgentConfig(command=[sys.executable, str(path)], sandbox="off")
 
 
+class NoopActivities:
+    """ticketflow's six activities under their real names, doing nothing but returning a valid result."""
+
+    def __init__(self, host_queue: str) -> None:
+        # Workspace-bound activities follow Workspace.host_queue; a benchmark points it at a queue its own
+        # worker polls, so the whole ticket stays on that worker.
+        self._host_queue = host_queue
+
+    @activity.defn(name=policy.CLASSIFY.name)
+    async def classify(self, request: ClassifyRequest) -> Classification:
+        return Classification()
+
+    @activity.defn(name=policy.PREPARE_WORKSPACE.name)
+    async def prepare_workspace(self, request: WorkspaceRequest) -> Workspace:
+        ticket = request.ticket
+        return Workspace(
+            path=f"/noop/{ticket.id}",
+            branch=ticket.branch,
+            base_branch=ticket.base_branch,
+            base_commit="0" * 40,
+            repo_url=ticket.repo,
+            host_queue=self._host_queue,
+        )
+
+    @activity.defn(name=policy.RUN_AGENT.name)
+    async def run_agent(self, request: AgentRequest) -> AgentResult:
+        return AgentResult(outcome="done")
+
+    @activity.defn(name=policy.RUN_CHECKS.name)
+    async def run_checks(self, request: ChecksRequest) -> CheckReport:
+        return CheckReport(passed=True, command="noop")
+
+    @activity.defn(name=policy.REVIEW.name)
+    async def review(self, request: ReviewRequest) -> ReviewReport:
+        return ReviewReport()
+
+    @activity.defn(name=policy.OPEN_PR.name)
+    async def open_pr(self, request: PullRequestRequest) -> PullRequestRef:
+        return PullRequestRef(
+            url=f"noop://{request.ticket.id}", number=1, branch=request.workspace.branch, host="noop"
+        )
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [
+            self.classify,
+            self.prepare_workspace,
+            self.run_agent,
+            self.run_checks,
+            self.review,
+            self.open_pr,
+        ]
+
+
 async def start_ticket(client: Client, settings: Settings, ticket: Ticket) -> None:
     """Start the real TicketWorkflow the way `ticketflow submit` does (minus the repo reachability check)."""
     from clients.tickets import run_options
 
+    await start_run(client, run_options(settings, ticket), settings.task_queue)
+
+
+async def start_run(
+    client: Client, run: TicketRun, task_queue: str
+) -> WorkflowHandle[TicketWorkflow, TicketResult]:
+    """Start TicketWorkflow with the search attributes a real submit sets; the workflow upserts them."""
+    ticket = run.ticket
     attributes = TypedSearchAttributes(
         [
             SearchAttributePair(visibility.TICKET_STATE, TicketState.QUEUED.value),
@@ -79,12 +160,11 @@ async def start_ticket(client: Client, settings: Settings, ticket: Ticket) -> No
             SearchAttributePair(visibility.TICKET_REPO, ticket.repo),
         ]
     )
-    run: TicketRun = run_options(settings, ticket)
-    await client.start_workflow(
+    return await client.start_workflow(
         TicketWorkflow.run,
         run,
         id=workflow_id_for(ticket.id),
-        task_queue=settings.task_queue,
+        task_queue=task_queue,
         search_attributes=attributes,
     )
 

@@ -19,9 +19,7 @@ import argparse
 import asyncio
 import importlib.util
 import inspect
-import json
 import os
-import platform
 import statistics
 import time
 import uuid
@@ -31,97 +29,34 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio import activity, workflow
+from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 # The sandbox re-imports this module for every bare workflow run; passing the project's modules through
 # keeps that re-import as cheap as the one TicketWorkflow's module gets.
 with workflow.unsafe.imports_passed_through():
     from activities.settings import Settings
+    from bench.harness import NoopActivities, dev_server, emit, machine, start_run
     from clients.connect import connect
-    from clients.devserver import temporal_binary
     from workers.metrics import MetricsInterceptor
     from workers.tracing import setup_tracing
-    from workflows import policy, visibility
+    from workflows import policy
     from workflows.contracts import (
         AgentRequest,
-        AgentResult,
-        CheckReport,
         ChecksRequest,
-        Classification,
         ClassifyRequest,
-        PullRequestRef,
         PullRequestRequest,
-        ReviewReport,
         ReviewRequest,
         Ticket,
         TicketRun,
         TicketState,
-        Workspace,
         WorkspaceRequest,
-        workflow_id_for,
     )
     from workflows.ticket import TicketWorkflow
 
 TARGET_RATIO = 0.8
 BARE_TIMEOUT = timedelta(minutes=1)
-
-
-class NoopActivities:
-    """ticketflow's six activities, doing nothing but returning a valid result."""
-
-    def __init__(self, task_queue: str) -> None:
-        # Workspace-bound activities follow Workspace.host_queue; pointing it at this worker's own queue
-        # keeps the whole ticket on one worker, as it is for the bare side.
-        self._task_queue = task_queue
-
-    @activity.defn(name=policy.CLASSIFY.name)
-    async def classify(self, request: ClassifyRequest) -> Classification:
-        return Classification()
-
-    @activity.defn(name=policy.PREPARE_WORKSPACE.name)
-    async def prepare_workspace(self, request: WorkspaceRequest) -> Workspace:
-        ticket = request.ticket
-        return Workspace(
-            path=f"/noop/{ticket.id}",
-            branch=ticket.branch,
-            base_branch=ticket.base_branch,
-            base_commit="0" * 40,
-            repo_url=ticket.repo,
-            host_queue=self._task_queue,
-        )
-
-    @activity.defn(name=policy.RUN_AGENT.name)
-    async def run_agent(self, request: AgentRequest) -> AgentResult:
-        return AgentResult(outcome="done")
-
-    @activity.defn(name=policy.RUN_CHECKS.name)
-    async def run_checks(self, request: ChecksRequest) -> CheckReport:
-        return CheckReport(passed=True, command="noop")
-
-    @activity.defn(name=policy.REVIEW.name)
-    async def review(self, request: ReviewRequest) -> ReviewReport:
-        return ReviewReport()
-
-    @activity.defn(name=policy.OPEN_PR.name)
-    async def open_pr(self, request: PullRequestRequest) -> PullRequestRef:
-        return PullRequestRef(
-            url=f"noop://{request.ticket.id}", number=1, branch=request.workspace.branch, host="noop"
-        )
-
-    def all(self) -> list[Callable[..., Any]]:
-        return [
-            self.classify,
-            self.prepare_workspace,
-            self.run_agent,
-            self.run_checks,
-            self.review,
-            self.open_pr,
-        ]
 
 
 @workflow.defn(name="BenchBareWorkflow")
@@ -181,21 +116,7 @@ class Side:
 def pipeline_side(task_queue: str) -> Side:
     async def run_one(client: Client) -> None:
         ticket = _ticket()
-        # The same search attributes a real submit sets (clients/tickets.py); the workflow upserts them.
-        attributes = TypedSearchAttributes(
-            [
-                SearchAttributePair(visibility.TICKET_STATE, TicketState.QUEUED.value),
-                SearchAttributePair(visibility.TICKET_PRIORITY, ticket.priority),
-                SearchAttributePair(visibility.TICKET_REPO, ticket.repo),
-            ]
-        )
-        handle = await client.start_workflow(
-            TicketWorkflow.run,
-            TicketRun(ticket=ticket),
-            id=workflow_id_for(ticket.id),
-            task_queue=task_queue,
-            search_attributes=attributes,
-        )
+        handle = await start_run(client, TicketRun(ticket=ticket), task_queue)
         result = await handle.result()
         if result.state is not TicketState.DONE:
             raise RuntimeError(f"pipeline ticket {ticket.id} ended {result.state.value}, not DONE")
@@ -286,24 +207,13 @@ def report(count: int, results: dict[str, list[float]]) -> dict[str, Any]:
         "meets_target": ratio >= TARGET_RATIO,
         "rounds": {name: [round(value, 2) for value in values] for name, values in results.items()},
         "workflow_bytecode_cached": workflow_bytecode_cached(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            # Other processes share the cores; the 1-minute load says how much they took.
-            "load_1m": round(os.getloadavg()[0], 2),
-        },
+        # Other processes share the cores; the 1-minute load says how much they took.
+        "machine": {**machine(), "load_1m": round(os.getloadavg()[0], 2)},
     }
 
 
 async def run(count: int, rounds: int, warmup: int) -> dict[str, Any]:
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=temporal_binary(),
-        search_attributes=visibility.SEARCH_ATTRIBUTES,
-        dev_server_log_level="error",
-    )
-    try:
+    async with dev_server() as env:
         # The client a worker gets (clients/connect.py: converter and tracing interceptor, which the
         # workers inherit), with the tracer provider the worker installs.
         setup_tracing("ticketflow-bench")
@@ -315,8 +225,6 @@ async def run(count: int, rounds: int, warmup: int) -> dict[str, Any]:
             worker_for(client, bare, BareWorkflow),
         ):
             results = await measure(client, [pipeline, bare], count, rounds, warmup)
-    finally:
-        await env.shutdown()
     return report(count, results)
 
 
@@ -326,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="measurements per side; the median counts")
     parser.add_argument("--warmup", type=int, default=20, help="workflows per side before measuring")
     args = parser.parse_args(argv)
-    print(json.dumps(asyncio.run(run(args.count, args.rounds, args.warmup))))
+    emit(asyncio.run(run(args.count, args.rounds, args.warmup)))
 
 
 if __name__ == "__main__":
