@@ -187,6 +187,8 @@ class Settings(BaseSettings):
     checks_network: bool = False
     checks_timeout_seconds: float = Field(default=policy.CHECKS_TIMEOUT.total_seconds(), gt=0)
     reminder_interval_seconds: float = Field(default=policy.REMINDER_INTERVAL.total_seconds(), gt=0)
+    model_down_first_wait_seconds: float = Field(default=policy.MODEL_DOWN_FIRST_WAIT.total_seconds(), gt=0)
+    model_down_max_wait_seconds: float = Field(default=policy.MODEL_DOWN_MAX_WAIT.total_seconds(), gt=0)
     blocked_timeout_seconds: float = Field(default=policy.BLOCKED_TIMEOUT.total_seconds(), gt=0)
     approval_timeout_seconds: float = Field(default=policy.APPROVAL_TIMEOUT.total_seconds(), gt=0)
     require_approval: bool = False

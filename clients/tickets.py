@@ -83,6 +83,8 @@ def run_options(settings: Settings, ticket: Ticket) -> TicketRun:
         notify=bool(settings.notify),
         ui_url=settings.ui_url,
         model_providers=model_providers(settings, ticket),
+        model_down_first_wait_seconds=settings.model_down_first_wait_seconds,
+        model_down_max_wait_seconds=settings.model_down_max_wait_seconds,
     )
     return TicketRun(ticket=ticket, options=options)
 

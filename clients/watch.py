@@ -28,6 +28,7 @@ STATE_STYLES = {
     "BLOCKED": "bold red",
     "FAILED": "red",
     "WAITING_FOR_LIMIT": "yellow",
+    "WAITING_FOR_MODEL": "yellow",
     "AWAITING_APPROVAL": "magenta",
     "DONE": "green",
     "CANCELLED": "dim",

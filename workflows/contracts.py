@@ -41,6 +41,9 @@ class TicketState(StrEnum):
     OPENING_PR = "OPENING_PR"
     BLOCKED = "BLOCKED"
     WAITING_FOR_LIMIT = "WAITING_FOR_LIMIT"
+    # Every model of a stage's chain stayed unreachable/overloaded through the stage's retries: the ticket
+    # tries the stage again on its own, with growing pauses, instead of asking a human.
+    WAITING_FOR_MODEL = "WAITING_FOR_MODEL"
     DONE = "DONE"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
@@ -405,6 +408,10 @@ class RunOptions(Model):
     # stage -> the model providers its chain may call (activities.llm.chains.providers_for): the limit
     # gates a ticket passes before that stage.
     model_providers: dict[str, list[str]] = Field(default_factory=dict)
+    # A model server that is down: first pause before the stage runs again, and the total wait after
+    # which a human is asked (BLOCKED) instead.
+    model_down_first_wait_seconds: float = Field(default=30, gt=0)
+    model_down_max_wait_seconds: float = Field(default=24 * 3600, gt=0)
 
 
 class StatusEvent(Model):

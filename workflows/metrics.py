@@ -36,6 +36,7 @@ WAIT_KINDS = {
     TicketState.BLOCKED: "human",
     TicketState.AWAITING_APPROVAL: "approval",
     TicketState.WAITING_FOR_LIMIT: "limit",
+    TicketState.WAITING_FOR_MODEL: "model",
 }
 
 

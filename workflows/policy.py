@@ -96,6 +96,23 @@ INTAKE_SCHEDULE_ID = "ticketflow-intake"
 # A stage whose attempts all died with their workers runs again this many times before a human is asked.
 WORKER_LOST_RERUNS = 5
 
+# Model stages whose retries ran out on these (activities/llm/chains.py to_application_error: every model
+# of the chain down, busy, timing out or rate-limited) wait for the server instead of asking a human:
+# pauses start at MODEL_DOWN_FIRST_WAIT, double up to MODEL_DOWN_MAX_PAUSE, for MODEL_DOWN_MAX_WAIT in all.
+MODEL_DOWN_ERRORS = frozenset(
+    {
+        "ModelUnreachable",
+        "ModelServerError",
+        "ModelOverloaded",
+        "ModelTimeout",
+        "ModelStreamError",
+        "ModelRateLimited",
+    }
+)
+MODEL_DOWN_FIRST_WAIT = timedelta(seconds=30)
+MODEL_DOWN_MAX_PAUSE = timedelta(minutes=5)
+MODEL_DOWN_MAX_WAIT = timedelta(hours=24)
+
 RESET_WORKSPACE = ActivityPolicy("reset_workspace", timedelta(minutes=2), timedelta(seconds=30), _retry(3))
 
 CHECKS_TIMEOUT = timedelta(minutes=30)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -118,6 +118,8 @@ class TicketWorkflow:
         self._published: tuple[str | None, str | None] = (None, None)
         self._notifications: list[workflow.ActivityHandle[int]] = []
         self._worker_losses = 0
+        self._model_down_since: datetime | None = None
+        self._model_down_pauses = 0
 
     # ------------------------------------------------------------------------------------------ run
 
@@ -172,6 +174,7 @@ class TicketWorkflow:
             current = stage
             try:
                 stage = await stages[current]()
+                self._model_down_since, self._model_down_pauses = None, 0
             except ActivityError as err:
                 if isinstance(err.cause, CancelledError):
                     # The activity ended because the ticket is being cancelled, not because it failed.
@@ -180,6 +183,12 @@ class TicketWorkflow:
                 if hit is not None:
                     await self._after_usage_limit(current, hit)
                     continue  # stage stays `current`: retried once the limit has reset
+                if (
+                    _model_down(err)
+                    and workflow.patched(MODEL_DOWN_PATCH)
+                    and await self._wait_for_model_server(current, err)
+                ):
+                    continue  # the stage runs again: the server may be back
                 stage = await self._after_stage_failure(current, err)
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._settle_notifications()
@@ -584,6 +593,28 @@ class TicketWorkflow:
         await workflow.sleep(delay, summary=f"usage limit until {until.isoformat()}")
         self._status.waiting_until = None
 
+    async def _wait_for_model_server(self, stage: Stage, err: ActivityError) -> bool:
+        """Pause (durably, visibly) before the stage runs again; False once the wait has gone on too long."""
+        now = workflow.now()
+        self._model_down_since = self._model_down_since or now
+        waited = (now - self._model_down_since).total_seconds()
+        if waited >= self._options.model_down_max_wait_seconds:
+            self._model_down_since, self._model_down_pauses = None, 0
+            return False
+        first = self._options.model_down_first_wait_seconds
+        cap = max(first, policy.MODEL_DOWN_MAX_PAUSE.total_seconds())
+        pause = min(first * 2**self._model_down_pauses, cap)
+        self._model_down_pauses += 1
+        until = now + timedelta(seconds=pause)
+        at = until.isoformat(timespec="seconds")
+        cause = err.cause.message if isinstance(err.cause, ApplicationError) else str(err)
+        self._status.waiting_until = until
+        note = f"no model answered ({cause}); {stage.value} runs again at {at}"
+        self._transition(TicketState.WAITING_FOR_MODEL, stage, note=note)
+        await workflow.sleep(timedelta(seconds=pause), summary=f"model server down; retry at {at}")
+        self._status.waiting_until = None
+        return True
+
     async def _continue_as_new_if_long(self, stage: Stage) -> None:
         info = workflow.info()
         if info.get_current_history_length() < self._options.history_event_limit and not (
@@ -805,6 +836,7 @@ class TicketWorkflow:
 
 
 LIMIT_GATE_PATCH = "limit-gate"
+MODEL_DOWN_PATCH = "model-down-wait"
 TOKEN_BUDGET_PATCH = "token-budget"
 _MODEL_STAGE = {Stage.CLASSIFY: "classify", Stage.RUN_AGENT: "code", Stage.REVIEW: "review"}
 
@@ -826,3 +858,13 @@ def _human_duration(seconds: float) -> str:
 
 
 __all__ = ["TicketWorkflow", "workflow_id_for"]
+
+
+def _model_down(err: ActivityError) -> bool:
+    """A model stage ran out of retries because no model of its chain could answer for now."""
+    cause = err.cause
+    return (
+        isinstance(cause, ApplicationError)
+        and cause.type in policy.MODEL_DOWN_ERRORS
+        and err.retry_state is RetryState.MAXIMUM_ATTEMPTS_REACHED
+    )

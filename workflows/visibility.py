@@ -37,6 +37,8 @@ def render_details(status: TicketStatus) -> str:
         lines.append(f"**Or retry the stage:** `ticketflow retry {status.ticket_id}`")
     if status.state is TicketState.WAITING_FOR_LIMIT and status.waiting_until:
         lines.append(f"**Waiting for a usage limit until:** {status.waiting_until.isoformat()}")
+    if status.state is TicketState.WAITING_FOR_MODEL and status.waiting_until:
+        lines.append(f"**Model server down; trying again at:** {status.waiting_until.isoformat()}")
     if status.state is TicketState.AWAITING_APPROVAL:
         lines.append(f"**To approve:** `ticketflow approve {status.ticket_id}`")
     if status.pr_url:

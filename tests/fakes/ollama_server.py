@@ -316,9 +316,9 @@ def _handler_for(server: Any) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serve(fake: ScriptedModelServer) -> Iterator[ScriptedModelServer]:
-    """Run `fake` on an ephemeral 127.0.0.1 port for the duration of the block."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(fake))
+def serve(fake: ScriptedModelServer, port: int = 0) -> Iterator[ScriptedModelServer]:
+    """Run `fake` on 127.0.0.1 (an ephemeral port unless given) for the duration of the block."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(fake))
     httpd.daemon_threads = True
     fake.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

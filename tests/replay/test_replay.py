@@ -19,7 +19,9 @@ from temporalio.worker import Replayer
 
 from activities.settings import Settings
 from clients import tickets
+from tests.fakes.ollama_server import FakeOllama, Fault, example_backlog_responder, refused_url, serve
 from tests.helpers import example_ticket, in_state, result_of, submit, wait_for_status
+from tests.llm.llm_helpers import with_models
 from workflows.contracts import TicketState
 from workflows.ticket import TicketWorkflow
 
@@ -34,6 +36,7 @@ def committed_histories() -> list[Path]:
 async def test_there_are_histories_to_replay() -> None:
     names = {path.stem for path in committed_histories()}
     assert {"done", "fix-loop", "blocked-unblocked", "cancelled", "dependencies"} <= names
+    assert {"model-down-waited", "usage-limit-gated"} <= names
 
 
 @pytest.mark.parametrize("path", committed_histories(), ids=lambda p: p.stem)
@@ -60,12 +63,37 @@ async def test_record_histories(client: Client, worker: Settings) -> None:
     await tickets.unblock(client, "replay-blocked", "round half away from zero")
     await wait_for_status(client, "replay-cancelled", in_state(TicketState.BLOCKED))
     await tickets.cancel(client, "replay-cancelled", "recorded cancellation")
-    HISTORIES.mkdir(exist_ok=True)
     for name, ticket in scenarios.items():
-        await result_of(client, ticket.id)
-        if (HISTORIES / f"{name}.json").exists():
-            continue
-        handle = tickets.handle_for(client, ticket.id)
-        history = await handle.fetch_history()
-        record = {"workflow_id": handle.id, "history": json.loads(history.to_json())}
-        (HISTORIES / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+        await record(client, name, ticket.id)
+
+
+@pytest.mark.skipif(not os.environ.get("TICKETFLOW_RECORD_HISTORIES"), reason="records histories on request")
+async def test_record_model_histories(client: Client, worker: Settings) -> None:
+    """Model-backed stages: a server down through the retries, then a usage limit behind the gate."""
+    down = refused_url()
+    chains = {"classify": ["small:latest"], "review": ["small:latest"]}
+    worker.models = with_models(worker, {"local": down}, **chains).models
+    worker.model_down_first_wait_seconds = 1
+    waited = example_ticket("demo-1-multiply.md", id="replay-model-down")
+    await submit(client, worker, waited)
+    await wait_for_status(client, waited.id, in_state(TicketState.WAITING_FOR_MODEL), timeout=60)
+    fake = FakeOllama(models={"small:latest"}, responder=example_backlog_responder)
+    with serve(fake, port=int(down.rsplit(":", 1)[1])):
+        await record(client, "model-down-waited", waited.id)
+        fake.script("small:latest", Fault("usage_limit", seconds=3))
+        gated = example_ticket("demo-4-readme.md", id="replay-limit-gated")
+        await submit(client, worker, gated)
+        await record(client, "usage-limit-gated", gated.id)
+
+
+async def record(client: Client, name: str, ticket_id: str) -> None:
+    """Wait for the ticket to finish and write its history, unless one by that name exists."""
+    await result_of(client, ticket_id)
+    path = HISTORIES / f"{name}.json"
+    if path.exists():
+        return
+    HISTORIES.mkdir(exist_ok=True)
+    handle = tickets.handle_for(client, ticket_id)
+    history = await handle.fetch_history()
+    data = {"workflow_id": handle.id, "history": json.loads(history.to_json())}
+    path.write_text(json.dumps(data, indent=1) + "\n")
