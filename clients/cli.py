@@ -42,15 +42,31 @@ def _print_json(data: Any) -> None:
 # ------------------------------------------------------------------------------------ commands
 
 
+def _dev_info(settings: Settings, state: str, pid: int | None = None) -> dict[str, Any]:
+    return {
+        "state": state,
+        "address": settings.temporal_address,
+        "web_ui": settings.ui_url,
+        "database": str(settings.state_dir / "temporal.db"),
+        "pid": pid,
+    }
+
+
 async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     if devserver.port_open(settings.temporal_address):
-        print(f"Temporal already answers on {settings.temporal_address}")
+        if args.json:
+            _print_json(_dev_info(settings, "already running", devserver.running_pid(settings, "dev-server")))
+        else:
+            print(f"Temporal already answers on {settings.temporal_address}")
         return 0
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     command = devserver.dev_server_command(settings, headless=args.headless)
     if args.detach:
-        devserver.start_background(settings, "dev-server", command)
+        pid = devserver.start_background(settings, "dev-server", command)
         await devserver.wait_for_port(settings.temporal_address)
+        if args.json:
+            _print_json(_dev_info(settings, "started", pid))
+            return 0
         print(f"Temporal dev server on {settings.temporal_address}, Web UI {settings.ui_url}")
         print(f"(state: {settings.state_dir / 'temporal.db'}; stop with `ticketflow stop`)")
         return 0
@@ -62,7 +78,11 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if args.detach:
         pid = devserver.start_background(settings, "worker", devserver.worker_command())
-        print(f"worker started in the background (pid {pid}, log {settings.state_dir / 'worker.log'})")
+        log = settings.state_dir / "worker.log"
+        if args.json:
+            _print_json({"state": "started", "pid": pid, "log": str(log), "task_queue": settings.task_queue})
+            return 0
+        print(f"worker started in the background (pid {pid}, log {log})")
         return 0
     from workers.main import install_signal_handlers, run_workers
     from workers.metrics import metrics_runtime
@@ -247,7 +267,7 @@ def _follow(folder: Path) -> None:
 async def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from clients.demo import run_demo
 
-    return await run_demo(settings, timeout=args.timeout, offline=args.offline)
+    return await run_demo(settings, timeout=args.timeout, offline=args.offline, as_json=args.json)
 
 
 def _emit(args: argparse.Namespace, data: dict[str, str]) -> None:
@@ -276,10 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
 
-    p = command("dev", cmd_dev, "start the Temporal dev server (SQLite in the state dir, Web UI)", False)
+    p = command("dev", cmd_dev, "start the Temporal dev server (SQLite in the state dir, Web UI)")
     p.add_argument("--detach", action="store_true", help="run in the background")
     p.add_argument("--headless", action="store_true", help="without the Web UI")
-    p = command("worker", cmd_worker, "run a worker (workflows and activities)", False)
+    p = command("worker", cmd_worker, "run a worker (workflows and activities; --json: with --detach)")
     p.add_argument("--detach", action="store_true", help="run in the background")
     command("stop", cmd_stop, "stop the background dev server, worker and demo model server")
     p = command("submit", cmd_submit, "submit ticket files or one ticket from flags")
@@ -309,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("logs", cmd_logs, "print a ticket's agent logs")
     p.add_argument("id")
     p.add_argument("-f", "--follow", action="store_true", help="follow the newest log")
-    p = command("demo", cmd_demo, "run the example backlog end to end on a local dev server", False)
+    p = command("demo", cmd_demo, "run the example backlog end to end on a local dev server")
     p.add_argument(
         "--timeout", type=float, help="seconds to wait (default: 300 on the fake model, 3600 on Ollama)"
     )

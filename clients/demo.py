@@ -10,10 +10,12 @@ blocked ticket on; `ticketflow stop` ends them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -135,12 +137,22 @@ def pr_branches(remote: Path) -> list[str]:
     return out.stdout.split()
 
 
-async def report(client: Client, settings: Settings, config: Path, states: dict[str, str]) -> None:
+async def report(
+    client: Client, settings: Settings, config: Path, states: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """Print the outcome; returns it per ticket (for --json)."""
     print("\nResult:")
+    outcome: dict[str, dict[str, Any]] = {}
     for ticket_id, state in states.items():
+        status = await tickets.status(client, ticket_id)
+        outcome[ticket_id] = {
+            "state": state,
+            "pr_url": status.pr_url,
+            "blocked_reason": status.blocked_reason,
+            "models_used": status.models_used,
+        }
         line = f"  {ticket_id:<8} {state:<10}"
         if state in (TicketState.DONE.value, TicketState.BLOCKED.value):
-            status = await tickets.status(client, ticket_id)
             line += f" {status.pr_url or status.blocked_reason or ''}"
             if status.models_used:
                 line += f"\n           models: {', '.join(status.models_used)}"
@@ -157,15 +169,29 @@ async def report(client: Client, settings: Settings, config: Path, states: dict[
         f"Submit your own tickets to the demo repo with: TICKETFLOW_CONFIG={config} ticketflow submit FILE.md"
     )
     print("Stop the background server, worker and any fake model server with: ticketflow stop")
+    return outcome
 
 
-async def run_demo(settings: Settings, timeout: float | None = None, offline: bool = False) -> int:
+async def run_demo(
+    settings: Settings, timeout: float | None = None, offline: bool = False, as_json: bool = False
+) -> int:
+    """The demo; with as_json the narration goes to stderr and one JSON summary to stdout."""
+    if not as_json:
+        code, _ = await _demo(settings, timeout, offline)
+        return code
+    with contextlib.redirect_stdout(sys.stderr):
+        code, summary = await _demo(settings, timeout, offline)
+    print(json.dumps(summary, indent=2, default=str))
+    return code
+
+
+async def _demo(settings: Settings, timeout: float | None, offline: bool) -> tuple[int, dict[str, Any]]:
     asked = os.environ.get("OLLAMA_HOST")
     try:
         server = await choose(settings, asked, offline=offline)
     except ModelServerError as error:
         print(f"error: {error}")
-        return 1
+        return 1, {"error": str(error)}
     print(describe(server, asked, offline))
     # A real model on a CPU takes minutes per ticket; the fake answers at once.
     timeout = timeout if timeout is not None else (3600.0 if server.real else 300.0)
@@ -177,9 +203,15 @@ async def run_demo(settings: Settings, timeout: float | None = None, offline: bo
     ids = await submit_backlog(client, settings)
     print("Waiting for the tickets (each is a Temporal workflow):")
     states = await wait_until_settled(client, ids, timeout)
-    await report(client, settings, config, states)
+    outcome = await report(client, settings, config, states)
+    summary: dict[str, Any] = {
+        "model_server": {"url": server.url, "real_ollama": server.real, "version": server.version},
+        "config": str(config),
+        "web_ui": f"{settings.ui_url}/namespaces/{settings.namespace}/workflows",
+        "tickets": outcome,
+    }
     unsettled = [i for i in ids if states.get(i) not in SETTLED]
     if unsettled:
         print(f"still running after {timeout:.0f}s: {', '.join(unsettled)}")
-        return 1
-    return 0
+        return 1, summary
+    return 0, summary

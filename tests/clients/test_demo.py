@@ -69,9 +69,15 @@ def test_demo_then_unblock(demo_env: dict[str, str]) -> None:
         time.sleep(0.5)
     assert state == "DONE"
 
-    again = ticketflow(demo_env, "demo", "--timeout", "60")
+    again = ticketflow(demo_env, "demo", "--timeout", "60", "--json")
     assert again.returncode == 0, again.stderr
-    assert "already submitted (DONE)" in again.stdout
+    assert "already submitted (DONE)" in again.stderr  # the narration; stdout is one JSON document
+    summary = json.loads(again.stdout)
+    assert summary["model_server"]["real_ollama"] is False
+    assert {t["state"] for t in summary["tickets"].values()} == {"DONE"}
+    assert summary["tickets"]["demo-5"]["pr_url"].endswith("#pull/5")
+    dev = json.loads(ticketflow(demo_env, "dev", "--json").stdout)
+    assert dev["state"] == "already running" and dev["address"] == demo_env["TICKETFLOW_TEMPORAL_ADDRESS"]
     listing = json.loads(ticketflow(demo_env, "list", "--json").stdout)
     assert sorted(t["ticket_id"] for t in listing) == ["demo-1", "demo-2", "demo-3", "demo-4", "demo-5"]
 
