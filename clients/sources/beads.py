@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from clients.sources.base import (
+    FOLLOW_UP_LABEL,
     Fetched,
     FollowUp,
     SourceError,
@@ -128,7 +130,24 @@ class BeadsSource:
         return await self._apply(bead, {"status": status}, note, only_if=None)
 
     async def add_follow_up(self, parent: Ticket, follow_up: FollowUp) -> str | None:
-        return None  # bd generates ids; creating issues is left to bd itself (docs/intake.md)
+        """A new open bead, `discovered-from` the parent: through `bd create` when bd is on PATH, else
+        appended to the JSONL. Its external_ref names the follow-up, so asking twice creates one bead."""
+        parent_bead = _bead_id(parent)
+        marker = f"ticketflow:{follow_up.ticket_id}"
+        existing = await asyncio.to_thread(_with_external_ref, self.folder, marker)
+        if existing:
+            return existing
+        if shutil.which("bd"):
+            argv = ["bd", "create", follow_up.title, "--description", follow_up.body, "--type", "task"]
+            argv += ["--priority", str(_beads_priority(follow_up.priority)), "--labels", FOLLOW_UP_LABEL]
+            argv += ["--deps", f"discovered-from:{parent_bead}", "--external-ref", marker, "--json"]
+            output = await _run_bd(argv, self.folder.parent)
+            try:
+                created = json.loads(output)
+            except ValueError:
+                raise SourceError(f"`bd create --json` printed no JSON: {output[:200]!r}") from None
+            return str(created.get("id") or "") or None if isinstance(created, dict) else None
+        return await asyncio.to_thread(_append_bead, self.folder, parent_bead, follow_up, marker)
 
     async def _apply(
         self, bead: str, fields: dict[str, str], note: str | None, *, only_if: tuple[str, ...] | None
@@ -210,7 +229,48 @@ def _bead_id(ticket: Ticket) -> str:
     return ticket.source.rpartition("#")[2]
 
 
-async def _run_bd(argv: list[str], cwd: Path) -> None:
+def _beads_priority(ticket_priority: int) -> int:
+    return min(4, max(0, ticket_priority - 1))  # the inverse of fetch's 0-4 -> 1-5
+
+
+def _with_external_ref(folder: Path, marker: str) -> str | None:
+    return next((str(i["id"]) for _, i in _read_issues(folder) if i.get("external_ref") == marker), None)
+
+
+def _append_bead(folder: Path, parent: str, follow_up: FollowUp, marker: str) -> str:
+    """Append the follow-up as bd itself would export it; bd imports the newer JSONL on its next run."""
+    path = next(iter(sorted(folder.glob("*.jsonl"))), folder / "issues.jsonl")
+    prefix = parent.rpartition("-")[0] or "bd"
+    bead = f"{prefix}-{hashlib.sha256(marker.encode()).hexdigest()[:6]}"  # stable: a retry finds it
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    record = {
+        "id": bead,
+        "title": follow_up.title,
+        "description": follow_up.body,
+        "status": "open",
+        "priority": _beads_priority(follow_up.priority),
+        "issue_type": "task",
+        "labels": [FOLLOW_UP_LABEL],
+        "external_ref": marker,
+        "created_at": now,
+        "updated_at": now,
+        "dependencies": [
+            {"issue_id": bead, "depends_on_id": parent, "type": "discovered-from", "created_at": now}
+        ],
+    }
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _with_external_ref(folder, marker) is None:
+            text = path.read_text(encoding="utf-8") if path.exists() else ""
+            line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+            temp = path.with_name(f".{path.name}.tmp")
+            temp.write_text(text + ("" if not text or text.endswith("\n") else "\n") + line, encoding="utf-8")
+            os.replace(temp, path)
+    return bead
+
+
+async def _run_bd(argv: list[str], cwd: Path) -> str:
+    """Run bd; its standard output (for --json), or a retryable SourceError."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
@@ -219,7 +279,7 @@ async def _run_bd(argv: list[str], cwd: Path) -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        _, err = await asyncio.wait_for(proc.communicate(), BD_TIMEOUT)
+        out, err = await asyncio.wait_for(proc.communicate(), BD_TIMEOUT)
     except TimeoutError:
         proc.kill()
         await proc.wait()
@@ -231,3 +291,4 @@ async def _run_bd(argv: list[str], cwd: Path) -> None:
         raise SourceError(
             f"`{' '.join(argv[:3])}` failed: {tail[-1] if tail else proc.returncode}", retryable=True
         )
+    return out.decode(errors="replace")

@@ -445,3 +445,56 @@ async def test_github_follow_up_issue_is_created_once(tmp_path: Path) -> None:
 
     assert refs == ["acme/widgets#2", "acme/widgets#2"] and len(fake.issues) == 2
     assert [label["name"] for label in fake.issues[1]["labels"]] == ["ticketflow:follow-up"]
+
+
+async def test_beads_follow_ups_are_appended_once_without_bd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no `bd`: the JSONL is written directly
+    repo = tmp_path / "app"
+    path = write_beads(repo, [_bead("bd-1")])
+    source = open_source(f"beads:{repo}", _settings(tmp_path))
+    (parent,) = (await source.fetch()).tickets
+    (follow_up, *_) = follow_ups_for(parent, _findings(), "https://x/pull/4")
+
+    created = await source.add_follow_up(parent, follow_up)
+    again = await source.add_follow_up(parent, follow_up)
+
+    assert created is not None and created == again and created.startswith("bd-")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["bd-1", created]
+    bead = records[1]
+    assert (bead["status"], bead["issue_type"], bead["labels"]) == ("open", "task", ["follow-up"])
+    assert bead["dependencies"][0]["depends_on_id"] == "bd-1"
+    assert bead["dependencies"][0]["type"] == "discovered-from"
+    fetched = {t.id: t for t in (await source.fetch()).tickets}
+    assert fetched[created].depends_on == []  # discovered-from does not block: it can start at once
+    assert "follow-up" in fetched[created].labels  # so its own review breeds no further follow-ups
+
+
+async def test_beads_follow_ups_go_through_bd_when_it_is_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "bd-calls.jsonl"
+    fake_bd = bin_dir / "bd"
+    fake_bd.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "print(json.dumps({'id': 'bd-new1', 'title': sys.argv[2]}))\n"
+    )
+    fake_bd.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    repo = tmp_path / "app"
+    write_beads(repo, [_bead("bd-1")])
+    source = open_source(f"beads:{repo}", _settings(tmp_path))
+    (parent,) = (await source.fetch()).tickets
+    (follow_up, *_) = follow_ups_for(parent, _findings(), None)
+
+    assert await source.add_follow_up(parent, follow_up) == "bd-new1"
+    (argv,) = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert argv[:2] == ["create", follow_up.title]
+    assert argv[argv.index("--deps") + 1] == "discovered-from:bd-1"
+    assert argv[argv.index("--external-ref") + 1] == f"ticketflow:{follow_up.ticket_id}"
+    assert argv[argv.index("--priority") + 1] == "3" and argv[-1] == "--json"  # one below bd-1 (2)
