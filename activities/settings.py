@@ -37,6 +37,8 @@ class RepoConfig(BaseModel):
         default=None, description="owner/name (GitLab: group/project) on the host"
     )
     api_url: str = "https://api.github.com"
+    # Review requested on every PR/MR ticketflow opens: user names (GitLab's are resolved to user ids).
+    reviewers: list[str] = Field(default_factory=list)
 
 
 SandboxMode = Literal["auto", "required", "off"]
@@ -186,6 +188,11 @@ class Settings(BaseSettings):
     checks_sandbox: SandboxMode = "auto"
     checks_network: bool = False
     checks_timeout_seconds: float = Field(default=policy.CHECKS_TIMEOUT.total_seconds(), gt=0)
+    # A DONE or CANCELLED ticket's worktree goes back to a pool of idle worktrees per repository (up to
+    # this many on each worker host; the rest are removed), so the next ticket checks out only what
+    # differs instead of every file. keep_worktrees leaves finished worktrees where they are.
+    worktree_pool_size: int = Field(default=4, ge=0)
+    keep_worktrees: bool = False
     reminder_interval_seconds: float = Field(default=policy.REMINDER_INTERVAL.total_seconds(), gt=0)
     model_down_first_wait_seconds: float = Field(default=policy.MODEL_DOWN_FIRST_WAIT.total_seconds(), gt=0)
     model_down_max_wait_seconds: float = Field(default=policy.MODEL_DOWN_MAX_WAIT.total_seconds(), gt=0)
@@ -228,6 +235,10 @@ class Settings(BaseSettings):
     @property
     def worktrees_dir(self) -> Path:
         return self.state_dir / "worktrees"
+
+    @property
+    def worktree_pool_dir(self) -> Path:
+        return self.state_dir / "worktree-pool"
 
     @property
     def logs_dir(self) -> Path:
