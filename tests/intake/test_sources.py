@@ -341,20 +341,28 @@ async def test_github_write_back_comments_once_and_relabels(tmp_path: Path) -> N
     assert [label["name"] for label in fake.issues[0]["labels"]] == ["bug", "ticketflow:done"]
 
 
+def fake_bd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prints: str = "''") -> Path:
+    """A stand-in `bd` first on PATH that records its argv (one JSON line per call) and prints `prints`
+    (a Python expression); returns the file of recorded calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "bd-calls.jsonl"
+    script = bin_dir / "bd"
+    script.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        f"print({prints})\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    return calls
+
+
 async def test_beads_write_back_uses_bd_when_it_is_on_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A stand-in `bd` records its argv: with bd present, ticketflow leaves the JSONL to it."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "bd-calls.jsonl"
-    fake_bd = bin_dir / "bd"
-    fake_bd.write_text(
-        f"#!{sys.executable}\nimport json, sys\n"
-        f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
-    )
-    fake_bd.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    calls = fake_bd(tmp_path, monkeypatch)
     repo = tmp_path / "app"
     path = write_beads(repo, [_bead("bd-1"), _bead("bd-2", status="closed")])
     source = open_source(f"beads:{repo}", _settings(tmp_path))
@@ -475,17 +483,7 @@ async def test_beads_follow_ups_are_appended_once_without_bd(
 async def test_beads_follow_ups_go_through_bd_when_it_is_on_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "bd-calls.jsonl"
-    fake_bd = bin_dir / "bd"
-    fake_bd.write_text(
-        f"#!{sys.executable}\nimport json, sys\n"
-        f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
-        "print(json.dumps({'id': 'bd-new1', 'title': sys.argv[2]}))\n"
-    )
-    fake_bd.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    calls = fake_bd(tmp_path, monkeypatch, prints="json.dumps({'id': 'bd-new1', 'title': sys.argv[2]})")
     repo = tmp_path / "app"
     write_beads(repo, [_bead("bd-1")])
     source = open_source(f"beads:{repo}", _settings(tmp_path))
