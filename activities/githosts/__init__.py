@@ -15,9 +15,25 @@ from activities.settings import Settings
 __all__ = ["HOSTS", "GitHost", "GitHostError", "PullRequestSpec", "git_host_for"]
 
 
+def _reviewers(repo: ResolvedRepo, settings: Settings) -> tuple[str, ...]:
+    """The configured repository's `reviewers`, cleaned: no blanks, no `@`, each name once.
+
+    A repository named by path or URL has none; a configured one resolves under its key in settings.repos.
+    """
+    config = settings.repos.get(repo.name)
+    names = (name.strip().lstrip("@") for name in (config.reviewers if config is not None else []))
+    return tuple(dict.fromkeys(name for name in names if name))
+
+
 def _github(repo: ResolvedRepo, settings: Settings) -> GitHost:
     owner_repo = repo.github_repo or owner_repo_from_url(repo.url)
-    return GitHubHost(repo.api_url, owner_repo, settings.github_token, repo_url=repo.url)
+    return GitHubHost(
+        repo.api_url,
+        owner_repo,
+        settings.github_token,
+        repo_url=repo.url,
+        reviewers=_reviewers(repo, settings),
+    )
 
 
 GITHUB_API = "https://api.github.com"
@@ -30,12 +46,24 @@ def _api_url(repo: ResolvedRepo, suffix: str) -> str:
 
 def _gitlab(repo: ResolvedRepo, settings: Settings) -> GitHost:
     project = repo.github_repo or project_path_from_url(repo.url)
-    return GitLabHost(_api_url(repo, "/api/v4"), project, settings.gitlab_token, repo_url=repo.url)
+    return GitLabHost(
+        _api_url(repo, "/api/v4"),
+        project,
+        settings.gitlab_token,
+        repo_url=repo.url,
+        reviewers=_reviewers(repo, settings),
+    )
 
 
 def _gitea(repo: ResolvedRepo, settings: Settings) -> GitHost:
     owner_repo = repo.github_repo or owner_repo_from_url(repo.url)
-    return GiteaHost(_api_url(repo, "/api/v1"), owner_repo, settings.gitea_token, repo_url=repo.url)
+    return GiteaHost(
+        _api_url(repo, "/api/v1"),
+        owner_repo,
+        settings.gitea_token,
+        repo_url=repo.url,
+        reviewers=_reviewers(repo, settings),
+    )
 
 
 HOSTS: dict[str, Callable[[ResolvedRepo, Settings], GitHost]] = {

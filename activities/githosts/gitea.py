@@ -2,7 +2,9 @@
 
 Two differences from GitHub matter: a duplicate PR is a 409 ("pull request already exists for these
 targets"), and labels are ids, looked up by name (and created when missing, as GitHub does implicitly).
-Gitea marks drafts with a `WIP:` title prefix.
+Gitea marks drafts with a `WIP:` title prefix. Reviewers go to GitHub's path with GitHub's body
+(`POST /pulls/{index}/requested_reviewers`, `{"reviewers": [names]}`), so RestHost's request serves both;
+Gitea answers 404 for an unknown user and 422 for one who may not review.
 """
 
 from __future__ import annotations
@@ -28,8 +30,16 @@ class GiteaHost(RestHost):
     push_username = "ticketflow"
     auth_prefix = "token "
 
-    def __init__(self, api_url: str, owner_repo: str, token: SecretStr | None, *, repo_url: str = "") -> None:
-        super().__init__(api_url, token, repo_url=repo_url)
+    def __init__(
+        self,
+        api_url: str,
+        owner_repo: str,
+        token: SecretStr | None,
+        *,
+        repo_url: str = "",
+        reviewers: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(api_url, token, repo_url=repo_url, reviewers=reviewers)
         self.owner_repo = owner_repo
 
     def _repo_api(self) -> str:

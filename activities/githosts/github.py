@@ -1,4 +1,8 @@
-"""GitHub (or GitHub Enterprise) pull requests over the REST API, version 2022-11-28."""
+"""GitHub (or GitHub Enterprise) pull requests over the REST API, version 2022-11-28.
+
+Reviewers are requested after the PR exists (`POST /pulls/{number}/requested_reviewers`, RestHost's
+request); GitHub answers 422 for the PR's author or a user who is not a collaborator.
+"""
 
 from __future__ import annotations
 
@@ -33,8 +37,16 @@ class GitHubHost(RestHost):
     auth_prefix = "Bearer "
     accept = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION}
 
-    def __init__(self, api_url: str, owner_repo: str, token: SecretStr | None, *, repo_url: str = "") -> None:
-        super().__init__(api_url, token, repo_url=repo_url)
+    def __init__(
+        self,
+        api_url: str,
+        owner_repo: str,
+        token: SecretStr | None,
+        *,
+        repo_url: str = "",
+        reviewers: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(api_url, token, repo_url=repo_url, reviewers=reviewers)
         self.owner_repo = owner_repo
         self.owner = owner_repo.split("/", 1)[0]
 

@@ -2,7 +2,12 @@
 
 Draft MRs are marked with the `Draft:` title prefix, labels are a comma-separated string, and a duplicate
 MR is GitLab's 409 whose `message` is a JSON array ("Another open merge request already exists for this
-source branch: !12"). Reviewers are optional numeric user ids.
+source branch: !12").
+
+Reviewers are numeric user ids sent with the create call (`reviewer_ids`), so an MR never exists without
+them: configured user names are looked up first (`GET /users?username=`, exact match). A name GitLab does
+not know is a logged warning and the MR opens with the others. A found MR's reviewers are left alone: the
+create call set them, and GitLab's update replaces the whole set, undoing whatever a human changed since.
 """
 
 from __future__ import annotations
@@ -57,9 +62,10 @@ class GitLabHost(RestHost):
         token: SecretStr | None,
         *,
         repo_url: str = "",
+        reviewers: tuple[str, ...] = (),
         reviewer_ids: tuple[int, ...] = (),
     ) -> None:
-        super().__init__(api_url, token, repo_url=repo_url)
+        super().__init__(api_url, token, repo_url=repo_url, reviewers=reviewers)
         self.project = project
         self.reviewer_ids = reviewer_ids
 
@@ -80,9 +86,38 @@ class GitLabHost(RestHost):
         }
         if spec.labels:
             payload["labels"] = ",".join(spec.labels)
-        if self.reviewer_ids:
-            payload["reviewer_ids"] = list(self.reviewer_ids)
         return payload
+
+    async def _create_body(self, client: httpx.AsyncClient, spec: PullRequestSpec) -> dict[str, Any]:
+        payload = self._create_payload(spec)
+        ids = [*self.reviewer_ids]
+        for name in self.reviewers:
+            user_id = await self._user_id(client, name)
+            if user_id is not None:
+                ids.append(user_id)
+        if ids:
+            payload["reviewer_ids"] = list(dict.fromkeys(ids))
+        return payload
+
+    async def _user_id(self, client: httpx.AsyncClient, name: str) -> int | None:
+        """The id of the user called `name`, or None (warned) when GitLab has none or will not say."""
+        try:
+            # /users is at the API root, not under the project: an absolute URL overrides the base URL.
+            users = await self._call(client, "GET", f"{self.api_url}/users", params={"username": name})
+        except GitHostError as exc:
+            if exc.retryable:
+                raise  # nothing is created yet; the retried attempt looks up again
+            self._warn(f"GitLab: cannot look up reviewer {name!r}, not requested: {exc}")
+            return None
+        # `username` is an exact (case-insensitive) match on GitLab; checking again costs nothing.
+        match = next((u for u in users or [] if str(u.get("username", "")).lower() == name.lower()), None)
+        if match is None:
+            self._warn(f"GitLab has no user {name!r}: not requested as a reviewer of the MR")
+            return None
+        return int(match["id"])
+
+    async def _request_reviewers(self, client: httpx.AsyncClient, number: int) -> None:
+        """Nothing to do: the create call carried the reviewers (see the module's docstring)."""
 
     async def _add_labels(self, client: httpx.AsyncClient, number: int, labels: tuple[str, ...]) -> None:
         await self._call(client, "PUT", f"/merge_requests/{number}", {"add_labels": ",".join(labels)})

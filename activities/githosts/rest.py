@@ -4,20 +4,27 @@ A host module subclasses RestHost and keeps only what differs: where its API liv
 sent, how it lists and creates a pull (merge) request, and how labels are attached. Every failure is a
 GitHostError: an unreachable host is retryable, a failed response is classified by error_for_status
 (rate limit with its wait, auth, host error, rejected).
+
+Reviewers are a courtesy, not part of the PR: a reviewer the host refuses (the PR's author, not a
+collaborator, no such user) is a logged warning and the PR still opens. Only a retryable failure (rate
+limit, host down) is raised, because a retried attempt finds the PR and asks again harmlessly.
 """
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
+from temporalio import activity
 
 from activities.githosts.base import GitHostError, PullRequestSpec, credential_env, error_for_status
 from workflows.contracts import PullRequestRef
 
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+log = logging.getLogger("ticketflow.githosts")
 
 
 class RestHost(ABC):
@@ -32,9 +39,12 @@ class RestHost(ABC):
     create_path: str = "/pulls"
     pr_noun: str = "a PR"
 
-    def __init__(self, api_url: str, token: SecretStr | None, *, repo_url: str) -> None:
+    def __init__(
+        self, api_url: str, token: SecretStr | None, *, repo_url: str, reviewers: tuple[str, ...] = ()
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.repo_url = repo_url
+        self.reviewers = reviewers  # user names asked to review every PR this host opens
         self._token = token
 
     def push_env(self) -> dict[str, str]:
@@ -52,6 +62,9 @@ class RestHost(ABC):
             if spec.labels:
                 # Adding labels is idempotent, and re-applying them finishes a run that died after creating.
                 await self._add_labels(client, ref.number, spec.labels)
+            if self.reviewers:
+                # Also on a found PR, for the same reason: requesting a requested reviewer changes nothing.
+                await self._request_reviewers(client, ref.number)
             return ref
 
     # ---- what each host supplies
@@ -69,6 +82,41 @@ class RestHost(ABC):
     @abstractmethod
     async def _add_labels(self, client: httpx.AsyncClient, number: int, labels: tuple[str, ...]) -> None: ...
 
+    async def _request_reviewers(self, client: httpx.AsyncClient, number: int) -> None:
+        """GitHub's and Gitea's review request (GitLab overrides it): all names at once, and when the host
+        refuses that, one by one, so one bad name (it fails the whole request) costs only itself."""
+        refused = await self._ask_review(client, number, self.reviewers)
+        if refused is None:
+            return
+        if len(self.reviewers) == 1:
+            self._warn_reviewer(number, self.reviewers[0], refused)
+            return
+        for name in self.reviewers:
+            reason = await self._ask_review(client, number, (name,))
+            if reason is not None:
+                self._warn_reviewer(number, name, reason)
+
+    async def _ask_review(self, client: httpx.AsyncClient, number: int, names: tuple[str, ...]) -> str | None:
+        """None when the host took the request, else why it refused; a retryable failure is raised."""
+        try:
+            path = f"/pulls/{number}/requested_reviewers"
+            await self._call(client, "POST", path, {"reviewers": list(names)})
+        except GitHostError as exc:
+            if exc.retryable:
+                raise
+            return str(exc)
+        return None
+
+    def _warn_reviewer(self, number: int, name: str, reason: str) -> None:
+        noun = self.pr_noun.split()[-1]  # "PR", "MR"
+        self._warn(f"{self.label} {noun} #{number}: review not requested from {name!r}: {reason}")
+
+    def _warn(self, message: str) -> None:
+        """A warning in the activity's log (with its ticket's workflow id) or, outside one, ours."""
+        if self._token is not None:  # host messages never echo the token; this keeps it that way
+            message = message.replace(self._token.get_secret_value(), "***")
+        (activity.logger if activity.in_activity() else log).warning("%s", message)
+
     def _ref(self, pull: dict[str, Any], *, created: bool) -> PullRequestRef:
         """A pull request as GitHub's API returns it (Gitea's mirrors it; GitLab overrides this)."""
         head = pull.get("head") or {}
@@ -83,9 +131,14 @@ class RestHost(ABC):
 
     # ---- shared mechanics
 
+    async def _create_body(self, client: httpx.AsyncClient, spec: PullRequestSpec) -> dict[str, Any]:
+        """The create call's payload; a host that must look something up first (GitLab) overrides this."""
+        return self._create_payload(spec)
+
     async def _create(self, client: httpx.AsyncClient, spec: PullRequestSpec) -> PullRequestRef:
+        body = await self._create_body(client, spec)
         try:
-            pull = await self._call(client, "POST", self.create_path, self._create_payload(spec))
+            pull = await self._call(client, "POST", self.create_path, body)
             return self._ref(pull, created=True)
         except GitHostError as exc:
             # Lost a race (or the list lagged): the host says it exists (GitHub's 422, GitLab's and Gitea's

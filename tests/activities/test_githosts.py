@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,8 +25,9 @@ from activities.githosts.gitea import GiteaHost
 from activities.githosts.github import GitHubHost, owner_repo_from_url
 from activities.githosts.gitlab import GitLabHost, api_url_from_repo_url, project_path_from_url
 from activities.githosts.local import PULLS_DIR, LocalHost
-from activities.repos import ResolvedRepo, git_env
-from activities.settings import Settings
+from activities.githosts.rest import RestHost
+from activities.repos import ResolvedRepo, git_env, resolve_repo
+from activities.settings import RepoConfig, Settings
 from tests.fakes.githost_server import FakeGitHub, FakeHost, serve_gitea, serve_github, serve_gitlab
 from tests.fakes.repos import create_branch, make_remote
 
@@ -480,3 +482,181 @@ def test_gitlab_and_gitea_push_through_the_credential_helper(
     assert filled.returncode == 0, filled.stderr
     assert f"username={username}" in filled.stdout.splitlines() and f"password={TOKEN}" in filled.stdout
     assert not any(TOKEN in v for k, v in env.items() if k != TOKEN_ENV)
+
+
+# ---------------------------------------------------------------------------------------- reviewers
+
+
+@contextmanager
+def _reviewed(kind: str, reviewers: tuple[str, ...], **options: Any) -> Iterator[tuple[FakeHost, GitHost]]:
+    """GitHub or Gitea with reviewers configured: both take `{"reviewers": [names]}` on the same path."""
+    token = SecretStr(TOKEN)
+    if kind == "github":
+        with serve_github(TOKEN, **options) as github_fake:
+            yield github_fake, GitHubHost(github_fake.url, "acme/widgets", token, reviewers=reviewers)
+    else:
+        with serve_gitea(TOKEN, **options) as gitea_fake:
+            yield (
+                gitea_fake,
+                GiteaHost(f"{gitea_fake.url}/api/v1", "acme/widgets", token, reviewers=reviewers),
+            )
+
+
+def _requested(fake: FakeHost, number: int = 1) -> list[str]:
+    return [str(r["login"]) for r in fake.pulls[number - 1].get("requested_reviewers", [])]
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("kind", ["github", "gitea"])
+async def test_reviewers_are_requested_on_create_and_again_harmlessly_on_retries(kind: str) -> None:
+    with _reviewed(kind, ("alice", "bob")) as (fake, host):
+        first = await host.open_pr(spec())
+        assert fake.review_requests == [(1, ["alice", "bob"])]
+
+        again = await host.open_pr(spec())  # a retried attempt finds the PR
+        fake.inject("stale_list")  # ...or misses it, meets "already exists" and finds it then
+        raced = await host.open_pr(spec())
+
+    assert (first.created, again.created, raced.created, len(fake.pulls)) == (True, False, False, 1)
+    # Each attempt asks again (it may be the one that died before asking); the host keeps one of each.
+    assert fake.review_requests == [(1, ["alice", "bob"])] * 3
+    assert _requested(fake) == ["alice", "bob"]
+    prefix = "/repos/acme/widgets" if kind == "github" else "/api/v1/repos/acme/widgets"
+    posted = [r for r in fake.requests if r.path.endswith("/requested_reviewers")]
+    assert {(r.method, r.path) for r in posted} == {("POST", f"{prefix}/pulls/1/requested_reviewers")}
+    assert all(json.loads(r.body) == {"reviewers": ["alice", "bob"]} for r in posted)
+
+
+@pytest.mark.parametrize("kind", ["github", "gitea"])
+async def test_no_reviewers_configured_means_no_review_request(kind: str) -> None:
+    with _reviewed(kind, ()) as (fake, host):
+        await host.open_pr(spec())
+    assert fake.review_requests == [] and not any("requested_reviewers" in r.path for r in fake.requests)
+
+
+@pytest.mark.parametrize("kind", ["github", "gitea"])
+async def test_a_refused_reviewer_is_a_warning_and_the_pr_stays_open(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The host's 422 refuses the whole request (the PR's author, a user who may not review), so the
+    names are asked for one by one: the others are still requested, each refused one is a warning."""
+    reviewers = ("alice", "mallory", "ticketflow-bot")
+    with (
+        caplog.at_level(logging.WARNING),
+        _reviewed(kind, reviewers, rejected_reviewers={"mallory"}) as (
+            fake,
+            host,
+        ),
+    ):
+        ref = await host.open_pr(spec())
+
+    assert (ref.created, len(fake.pulls), _requested(fake)) == (True, 1, ["alice"])
+    assert fake.review_requests == [
+        (1, list(reviewers)),
+        (1, ["alice"]),
+        (1, ["mallory"]),
+        (1, ["ticketflow-bot"]),
+    ]
+    warned = _warnings(caplog)
+    assert len(warned) == 2 and all("(422)" in w for w in warned)
+    assert "'mallory'" in warned[0] and "'ticketflow-bot'" in warned[1]
+    if kind == "github":
+        assert "not a collaborator" in warned[0] and "pull request author" in warned[1]
+    assert TOKEN not in caplog.text
+
+
+async def test_github_422_for_the_only_reviewer_is_one_request_and_a_warning(
+    github: tuple[FakeGitHub, GitHubHost], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake, _ = github
+    host = GitHubHost(fake.url, "acme/widgets", SecretStr(TOKEN), reviewers=("ticketflow-bot",))
+    with caplog.at_level(logging.WARNING):
+        ref = await host.open_pr(spec())
+
+    assert ref.created and fake.pulls[0]["state"] == "open"
+    assert fake.review_requests == [(1, ["ticketflow-bot"])]
+    assert _warnings(caplog) == [
+        "GitHub PR #1: review not requested from 'ticketflow-bot': "
+        "request rejected (422): Review cannot be requested from pull request author."
+    ]
+
+
+async def test_a_host_error_on_the_review_request_is_retried_without_a_second_pr(
+    github: tuple[FakeGitHub, GitHubHost],
+) -> None:
+    """Unlike a refusal, a 5xx or a rate limit may pass: the attempt fails retryably, and its retry finds
+    the PR and asks again."""
+    fake, _ = github
+    host = GitHubHost(fake.url, "acme/widgets", SecretStr(TOKEN), reviewers=("alice",))
+    fake.review_faults.append("server_error")
+    with pytest.raises(GitHostError) as err:
+        await host.open_pr(spec())
+    assert (err.value.kind, err.value.retryable, len(fake.pulls)) == ("unavailable", True, 1)
+
+    ref = await host.open_pr(spec())
+
+    assert (ref.number, ref.created, len(fake.pulls), _requested(fake)) == (1, False, 1, ["alice"])
+
+
+async def test_gitlab_resolves_reviewer_names_to_ids_on_create_only() -> None:
+    with serve_gitlab(TOKEN, users={"alice": 11, "Bob": 12, "alice2": 13}) as fake:
+        host = GitLabHost(f"{fake.url}/api/v4", "acme/widgets", SecretStr(TOKEN), reviewers=("alice", "bob"))
+        first = await host.open_pr(spec(labels=("bug",)))
+        lookups = [r for r in fake.requests if r.path.startswith("/api/v4/users")]
+        seen = len(fake.requests)
+        again = await host.open_pr(spec(labels=("bug",)))
+
+        assert (first.created, again.created, len(fake.pulls)) == (True, False, 1)
+        assert [r.path for r in lookups] == ["/api/v4/users?username=alice", "/api/v4/users?username=bob"]
+        assert all(r.headers.get("private-token") == TOKEN for r in lookups)
+        create = next(r for r in fake.requests if r.method == "POST")
+        assert json.loads(create.body)["reviewer_ids"] == [11, 12]
+        assert fake.pulls[0]["reviewers"] == [{"id": 11}, {"id": 12}]
+        # The found MR keeps its reviewers: no lookups, and no update (GitLab's replaces the whole set).
+        retry = [(r.method, r.path.split("?")[0], json.loads(r.body or "{}")) for r in fake.requests[seen:]]
+        assert retry == [
+            ("GET", "/api/v4/projects/acme%2Fwidgets/merge_requests", {}),
+            ("PUT", "/api/v4/projects/acme%2Fwidgets/merge_requests/1", {"add_labels": "bug"}),
+        ]
+
+
+async def test_gitlab_unknown_reviewer_is_a_warning_and_the_mr_still_opens(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING), serve_gitlab(TOKEN, users={"alice": 11}) as fake:
+        host = GitLabHost(
+            f"{fake.url}/api/v4",
+            "acme/widgets",
+            SecretStr(TOKEN),
+            reviewers=("ghost", "alice"),
+            reviewer_ids=(7,),
+        )
+        ref = await host.open_pr(spec())
+
+    assert (ref.created, len(fake.pulls)) == (True, 1)
+    assert fake.pulls[0]["reviewers"] == [{"id": 7}, {"id": 11}]
+    assert _warnings(caplog) == ["GitLab has no user 'ghost': not requested as a reviewer of the MR"]
+    assert TOKEN not in caplog.text
+
+
+def test_registry_passes_each_configured_repos_reviewers(tmp_path: Path) -> None:
+    reviewers = ["alice", " @bob ", "alice", ""]
+    repos = {
+        "gh": RepoConfig(url="https://github.com/acme/w.git", host="github", reviewers=reviewers),
+        "gl": RepoConfig(url="https://gitlab.example/grp/app.git", host="gitlab", reviewers=reviewers),
+        "gt": RepoConfig(url="https://gitea.example/o/r.git", host="gitea", reviewers=reviewers),
+        "plain": RepoConfig(url="https://github.com/acme/p.git", host="github"),
+    }
+    settings = Settings(state_dir=tmp_path / "state", repos=repos)
+
+    for name in ("gh", "gl", "gt"):
+        host = git_host_for(resolve_repo(name, settings), settings)
+        assert isinstance(host, RestHost) and host.reviewers == ("alice", "bob"), name
+    plain = git_host_for(resolve_repo("plain", settings), settings)
+    url = "https://github.com/acme/gh.git"  # not a configured name: no configuration, no reviewers
+    by_url = git_host_for(ResolvedRepo(name=url, url=url, host="github"), settings)
+    assert isinstance(plain, RestHost) and isinstance(by_url, RestHost)
+    assert plain.reviewers == () and by_url.reviewers == ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -221,3 +222,21 @@ async def test_github_server_error_retries_on_policy(
         False,
         None,
     )
+
+
+async def test_github_reviewers_come_from_the_repo_config_and_a_refusal_keeps_the_pr(
+    github: tuple[FakeGitHub, Settings, PullRequestRequest], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake, cfg, req = github
+    repo = cfg.repos["widgets"].model_copy(update={"reviewers": ["alice", "ticketflow-bot"]})
+    acts = PullRequestActivities(cfg.model_copy(update={"repos": {"widgets": repo}}))
+    with caplog.at_level(logging.WARNING):
+        ref = await run(acts, req)
+        again = await run(acts, req)  # a retried activity: same PR, the review asked for again
+
+    assert (ref.created, again.created, again.number, len(fake.pulls)) == (True, False, 1, 1)
+    assert [r["login"] for r in fake.pulls[0]["requested_reviewers"]] == ["alice"]
+    assert fake.review_requests[0] == (1, ["alice", "ticketflow-bot"])
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2 and all("'ticketflow-bot'" in w and "pull request author" in w for w in warned)
+    assert TOKEN not in caplog.text

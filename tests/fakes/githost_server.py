@@ -1,12 +1,15 @@
 """Our own GitHub, GitLab and Gitea REST subsets on 127.0.0.1, faithful to what ticketflow relies on.
 
 GitHub: `GET/POST /repos/{o}/{r}/pulls` (head/base/state filters, 422 for a duplicate with GitHub's real
-body), issue labels, and the issues API intake uses (label filter, Link-header pagination, comments,
-label removal). GitLab: `GET/POST/PUT /api/v4/projects/{id}/merge_requests` (409 with a message array
-for a duplicate, `PRIVATE-TOKEN`). Gitea: `/api/v1/repos/{o}/{r}/pulls` and labels by id (409 for a
-duplicate, `Authorization: token`). Each answers 401 to a wrong token and takes injectable faults (rate
-limits, 5xx) for the next N requests. Runs in a background thread so async clients on the test's event
-loop can call it.
+body), `POST .../pulls/{n}/requested_reviewers`, issue labels, and the issues API intake uses (label
+filter, Link-header pagination, comments, label removal). GitLab: `GET/POST/PUT
+/api/v4/projects/{id}/merge_requests` (409 with a message array for a duplicate, `reviewer_ids` on
+create, `PRIVATE-TOKEN`) and `GET /api/v4/users?username=`. Gitea: `/api/v1/repos/{o}/{r}/pulls`,
+`.../pulls/{index}/requested_reviewers` and labels by id (409 for a duplicate, `Authorization: token`).
+Each answers 401 to a wrong token and takes injectable faults (rate limits, 5xx) for the next N requests.
+Review requests are recorded as received (`review_requests`); one naming the PR's author or a user in
+`rejected_reviewers` fails whole with the host's 422. Runs in a background thread so async clients on
+the test's event loop can call it.
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ class FakeHost:
     faults: list[Fault] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
+    # Review requests: (PR number, names) as received, accepted or not; the token's user opens every PR.
+    review_requests: list[tuple[int, list[str]]] = field(default_factory=list)
+    rejected_reviewers: set[str] = field(default_factory=set)
+    review_faults: list[Fault] = field(default_factory=list)  # rate limits or 5xx for review requests
+    author: str = "ticketflow-bot"
 
     def inject(self, fault: Fault, times: int = 1) -> None:
         """The next `times` requests (of the matching kind, for stale_list) get this fault."""
@@ -87,6 +95,24 @@ class FakeHost:
             {"message": "Retry later"},
         )
 
+    def review_refusal(self, names: list[str]) -> str | None:
+        """Why the host refuses a review request (it refuses the whole request), or None."""
+        raise NotImplementedError
+
+    def request_review(self, pull: dict[str, Any] | None, names: list[str]) -> Answer | None:
+        """Record a review request and add its names to the PR (once each); an error Answer if refused."""
+        if pull is None:
+            return 404, {}, {"message": "Not Found"}
+        self.review_requests.append((int(pull["number"]), list(names)))
+        if self.review_faults:
+            return self._fault_answer(self.review_faults.pop(0))
+        refusal = self.review_refusal(names)
+        if refusal is not None:
+            return 422, {}, {"message": refusal}
+        have = pull.setdefault("requested_reviewers", [])
+        have += [{"login": n} for n in names if n not in [r["login"] for r in have]]
+        return None
+
     def _take_fault(self, method: str, target: str) -> Answer | None:
         if not self.faults:
             return None
@@ -97,6 +123,9 @@ class FakeHost:
             self.faults.pop(0)
             return 200, {}, []
         self.faults.pop(0)
+        return self._fault_answer(fault)
+
+    def _fault_answer(self, fault: Fault) -> Answer:
         if fault in ("secondary_rate_limit", "primary_rate_limit"):
             return self.rate_limited(fault == "primary_rate_limit")
         return 500, {}, {"message": "Server Error"}
@@ -152,6 +181,17 @@ class FakeGitHub(FakeHost):
             {"message": f"API rate limit exceeded for user ID 1. (reset at {reset})"},
         )
 
+    def review_refusal(self, names: list[str]) -> str | None:
+        """GitHub's 422 messages, word for word."""
+        if self.author in names:
+            return "Review cannot be requested from pull request author."
+        if any(n in self.rejected_reviewers for n in names):
+            return (
+                "Reviews may only be requested from collaborators. One or more of the users or teams you "
+                f"specified is not a collaborator of the {self.owner}/{self.repo} repository."
+            )
+        return None
+
     def add_issue(self, title: str, body: str = "", labels: tuple[str, ...] = (), pull: bool = False) -> int:
         number = len(self.issues) + 1
         issue: dict[str, Any] = {
@@ -186,6 +226,10 @@ class FakeGitHub(FakeHost):
             return 200, {}, self._list(query)
         if rest == ["pulls"] and method == "POST":
             return self._create(data)
+        if len(rest) == 3 and rest[0] == "pulls" and rest[2] == "requested_reviewers" and method == "POST":
+            pull = next((p for p in self.pulls if str(p["number"]) == rest[1]), None)
+            refused = self.request_review(pull, [str(n) for n in data.get("reviewers", [])])
+            return refused or (201, {}, pull)
         if rest == ["issues"] and method == "GET":
             return self._list_issues(query, base)
         if rest == ["issues"] and method == "POST":
@@ -305,11 +349,15 @@ class FakeGitHub(FakeHost):
 
 @dataclass
 class FakeGitLab(FakeHost):
+    users: dict[str, int] = field(default_factory=dict)  # username -> id, for GET /users?username=
+
     def authorized(self, headers: dict[str, str]) -> bool:
         return headers.get("private-token") == self.token
 
     def route(self, method: str, target: str, data: dict[str, Any]) -> Answer:
         parts = urlsplit(target)
+        if parts.path == "/api/v4/users" and method == "GET":
+            return 200, {}, self._users(parse_qs(parts.query))
         prefix = f"/api/v4/projects/{quote(f'{self.owner}/{self.repo}', safe='')}/merge_requests"
         if not parts.path.startswith(prefix):
             return 404, {}, {"message": "404 Project Not Found"}
@@ -321,6 +369,15 @@ class FakeGitLab(FakeHost):
         if rest.isdigit() and method == "PUT":
             return self._update(int(rest), data)
         return 404, {}, {"message": "404 Not found"}
+
+    def _users(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
+        """GitLab's `username` filter: an exact match, case-insensitive, so zero or one user."""
+        wanted = query.get("username", [None])[0]
+        return [
+            {"id": uid, "username": name, "state": "active", "web_url": f"https://gitlab.example/{name}"}
+            for name, uid in self.users.items()
+            if wanted is None or name.lower() == wanted.lower()
+        ]
 
     def _list(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
         def keep(mr: dict[str, Any]) -> bool:
@@ -393,6 +450,14 @@ class FakeGitea(FakeHost):
             return self._list(query)
         if rest == ["pulls"] and method == "POST":
             return self._create(data)
+        if len(rest) == 3 and rest[0] == "pulls" and rest[2] == "requested_reviewers" and method == "POST":
+            pull = next((p for p in self.pulls if str(p["number"]) == rest[1]), None)
+            names = [str(n) for n in data.get("reviewers", [])]
+            refused = self.request_review(pull, names)
+            reviews = [
+                {"id": 900 + i, "user": {"login": n}, "state": "REQUEST_REVIEW"} for i, n in enumerate(names)
+            ]
+            return refused or (201, {}, reviews)
         if rest == ["labels"] and method == "GET":
             return 200, {}, self.labels
         if rest == ["labels"] and method == "POST":
@@ -402,6 +467,14 @@ class FakeGitea(FakeHost):
         if len(rest) == 3 and rest[0] == "issues" and rest[2] == "labels" and method == "POST":
             return self._label(int(rest[1]), data)
         return 404, {}, {"message": "The target couldn't be found."}
+
+    def review_refusal(self, names: list[str]) -> str | None:
+        """Gitea's ErrNotValidReviewRequest texts (422)."""
+        if self.author in names:
+            return "poster of pr can't be reviewer [user_id: 1, repo_id: 1]"
+        if any(n in self.rejected_reviewers for n in names):
+            return "reviewer can't read [user_id: 2, repo_id: 1]"
+        return None
 
     def _list(self, query: dict[str, list[str]]) -> Answer:
         state = query.get("state", ["open"])[0]
