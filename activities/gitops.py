@@ -55,14 +55,31 @@ async def commit_all(worktree: Path, message: str) -> str | None:
 
 
 async def clear_stale_index_lock(worktree: Path) -> bool:
-    """Remove the index.lock a killed git left behind; returns whether there was one.
+    """Remove the lock files a killed git left in this worktree; returns whether there were any.
 
-    Only call this where nothing else can be using the worktree: one ticket owns it, and Temporal runs
-    one attempt of its activity at a time, so at the start of an attempt any lock is a leftover.
+    Covers the worktree's index.lock and HEAD.lock and the lock of the branch it has checked out (a
+    commit killed between taking and renaming them leaves them behind, and every later git command on
+    the worktree then fails with "remove the file manually"). Only call this where nothing else can be
+    using the worktree: one ticket owns it, and Temporal runs one attempt of its activity at a time,
+    so at the start of an attempt any such lock is a leftover.
     """
-    git_dir = Path((await git(worktree, "rev-parse", "--absolute-git-dir")).strip())
-    lock = git_dir / "index.lock"
-    if not lock.exists():
-        return False
-    lock.unlink(missing_ok=True)
-    return True
+    out = await git(
+        worktree, "rev-parse", "--absolute-git-dir", "--git-common-dir", "--symbolic-full-name", "HEAD"
+    )
+    git_dir, common, branch = [*out.splitlines(), "", "", ""][:3]
+    locks = [Path(git_dir) / "index.lock", Path(git_dir) / "HEAD.lock"]
+    if branch.startswith("refs/heads/"):
+        # --git-common-dir may be relative to the worktree; an absolute one replaces it in the join.
+        locks.append(branch_lock(worktree / common, branch.removeprefix("refs/heads/")))
+    return remove_locks(locks)
+
+
+def branch_lock(common_dir: Path, branch: str) -> Path:
+    return common_dir / "refs" / "heads" / f"{branch}.lock"
+
+
+def remove_locks(locks: list[Path]) -> bool:
+    found = [lock for lock in locks if lock.exists()]
+    for lock in found:
+        lock.unlink(missing_ok=True)
+    return bool(found)

@@ -19,3 +19,17 @@ async def test_a_stale_index_lock_is_removed_and_commits_work_again(tmp_path: Pa
     assert await clear_stale_index_lock(worktree) is True
     assert await commit_all(worktree, "after the crash") is not None
     assert await clear_stale_index_lock(worktree) is False
+
+
+async def test_head_and_branch_locks_of_a_killed_commit_are_removed(tmp_path: Path) -> None:
+    repo = clone(make_remote(tmp_path / "remote"), tmp_path / "clone")
+    worktree = tmp_path / "wt"
+    add_worktree(repo, worktree, "ticketflow/t-2")
+    git_dir = repo / ".git" / "worktrees" / "wt"
+    (git_dir / "HEAD.lock").write_text("")
+    (repo / ".git" / "refs" / "heads" / "ticketflow" / "t-2.lock").write_text("")
+    (worktree / "new.txt").write_text("x\n")
+
+    assert await clear_stale_index_lock(worktree) is True
+    assert await commit_all(worktree, "after the crash") is not None
+    assert not (repo / ".git" / "refs" / "heads" / "ticketflow" / "t-2.lock").exists()
