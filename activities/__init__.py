@@ -20,11 +20,13 @@ from activities.writeback import WriteBackActivities
 
 
 def build_activities(settings: Settings) -> list[Callable[..., Any]]:
+    workspace = WorkspaceActivities(settings)
     return [
         ClassifyActivities(settings).classify,
         dependency_states,
         limit_gate_signal,
-        WorkspaceActivities(settings).prepare_workspace,
+        workspace.prepare_workspace,
+        workspace.release_workspace,
         AgentActivities(settings).run_agent,
         reset_workspace,
         CheckActivities(settings).run_checks,

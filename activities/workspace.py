@@ -1,8 +1,10 @@
-"""The prepare_workspace activity: a cached bare mirror per repository and a git worktree per ticket.
+"""prepare_workspace and release_workspace: a cached bare mirror per repository, a git worktree per ticket.
 
 Mirrors live under settings.mirrors_dir and are shared by every ticket of a repository; a ticket's
 worktree (and its branch, inside the mirror's ref store) survives retries and worker restarts, so the
-agent's WIP commits are never thrown away by a re-run of this activity.
+agent's WIP commits are never thrown away by a re-run of this activity. A DONE or CANCELLED ticket's
+worktree goes back to its repository's pool of idle worktrees (activities/worktree_pool.py), from which
+the next ticket's worktree is claimed; its branch stays in the mirror.
 """
 
 from __future__ import annotations
@@ -20,14 +22,21 @@ from typing import ClassVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import stack
+from activities import stack, worktree_pool
 from activities.githosts import git_host_for
 from activities.gitops import GitError, git
 from activities.heartbeat import with_heartbeats
 from activities.redact import redact
 from activities.repos import RepoError, ResolvedRepo, resolve_repo
 from activities.settings import Settings
-from workflows.contracts import Ticket, Workspace, WorkspaceRequest
+from workflows.contracts import (
+    ReleaseRequest,
+    ReleaseResult,
+    Ticket,
+    TicketState,
+    Workspace,
+    WorkspaceRequest,
+)
 
 CLONE_TIMEOUT = 15 * 60
 FETCH_TIMEOUT = 10 * 60
@@ -107,22 +116,9 @@ async def base_tip(mirror: Path, base: str, repo_name: str) -> str:
         raise repo_not_found(f"repository {repo_name!r} has no branch {base!r}") from exc
 
 
-def _same_worktree(path: Path, mirror: Path, top: str, common: str) -> bool:
-    return Path(top).resolve() == path.resolve() and (path / common).resolve() == mirror.resolve()
-
-
 async def _is_worktree_on(path: Path, branch: str, mirror: Path) -> bool:
     """True when path is a working worktree of this mirror with branch checked out."""
-    if not await asyncio.to_thread(path.is_dir):
-        return False
-    try:
-        out = await git(path, "rev-parse", "--show-toplevel", "--git-common-dir", "--symbolic-full-name", "@")
-    except GitError:
-        return False
-    lines = out.splitlines()
-    if len(lines) != 3 or lines[2] != f"refs/heads/{branch}":
-        return False
-    return await asyncio.to_thread(_same_worktree, path, mirror, lines[0], lines[1])
+    return await worktree_pool.worktree_head(path, mirror) == f"refs/heads/{branch}"
 
 
 async def _branch_exists(mirror: Path, branch: str) -> bool:
@@ -137,20 +133,57 @@ async def _merge_base(path: Path, base: str) -> str:
     return (await git(path, "merge-base", "HEAD", f"refs/remotes/origin/{base}")).strip()
 
 
-async def ensure_worktree(mirror: Path, path: Path, branch: str, base: str, base_sha: str) -> str:
-    """Create (or reuse) the ticket's worktree; returns the commit its branch started from."""
+async def _check_out(path: Path, branch: str, base_sha: str, exists: bool) -> None:
+    """Put a claimed (clean, detached) worktree on the ticket's branch: only differing files are written."""
+    if exists:
+        await git(path, "checkout", "--force", "--quiet", branch, "--")
+    else:
+        # -b, not -B: an existing branch (the agent's commits) is never reset. From the resolved commit,
+        # not origin/<base>, so the branch does not track the base.
+        await git(path, "checkout", "--force", "--quiet", "-b", branch, base_sha, "--")
+    await git(path, "clean", "-ffdxq")  # directories a checkout leaves behind (ignored files in them)
+
+
+async def _claim_from_pool(
+    mirror: Path, pool: Path, path: Path, branch: str, base_sha: str, existed: bool
+) -> bool:
+    """Check the ticket's branch out in an idle worktree of the pool, moved to path; False if none."""
+    if not await worktree_pool.claim(mirror, pool, path):
+        return False
+    try:
+        await _check_out(path, branch, base_sha, existed)
+    except GitError as exc:
+        activity.logger.warning("claimed worktree %s is unusable, adding a new one: %s", path, exc)
+        await worktree_pool.discard(mirror, path)
+        return False
+    return True
+
+
+async def ensure_worktree(
+    mirror: Path, path: Path, branch: str, base: str, base_sha: str, pool: Path | None = None
+) -> str:
+    """Create (or reuse) the ticket's worktree; returns the commit its branch started from.
+
+    A new one is an idle worktree claimed from pool when there is one, else a `git worktree add`.
+    """
     if await _is_worktree_on(path, branch, mirror):
         return await _merge_base(path, base)  # a retry: keep the agent's work untouched
     if await asyncio.to_thread(path.exists):
         await asyncio.to_thread(shutil.rmtree, path)  # broken leftovers; commits live in the mirror
     await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
     await git(mirror, "worktree", "prune")  # forget worktrees whose directories are gone
-    if await _branch_exists(mirror, branch):
+    existed = await _branch_exists(mirror, branch)
+    if pool is None or not await _claim_from_pool(mirror, pool, path, branch, base_sha, existed):
+        await _add_worktree(mirror, path, branch, base_sha)
+    return await _merge_base(path, base) if existed else base_sha
+
+
+async def _add_worktree(mirror: Path, path: Path, branch: str, base_sha: str) -> None:
+    if await _branch_exists(mirror, branch):  # asked again: a failed claim may have created it
         await git(mirror, "worktree", "add", "--quiet", str(path), branch)
-        return await _merge_base(path, base)
-    # Start from the resolved commit, not origin/<base>, so the branch does not track the base.
-    await git(mirror, "worktree", "add", "--quiet", "-b", branch, str(path), base_sha)
-    return base_sha
+    else:
+        # Start from the resolved commit, not origin/<base>, so the branch does not track the base.
+        await git(mirror, "worktree", "add", "--quiet", "-b", branch, str(path), base_sha)
 
 
 async def context_summary(path: Path, info: stack.StackInfo, test_command: str | None) -> str:
@@ -194,7 +227,8 @@ class WorkspaceActivities:
                 await sync_mirror(repo.url, mirror, self._settings.secret_values(), credentials)
                 self._fetch_started[str(mirror)] = started  # only a fetch that worked can be shared
             base_sha = await base_tip(mirror, base, repo.name)
-            return await ensure_worktree(mirror, path, branch, base, base_sha)
+            pool = worktree_pool.pool_for(self._settings.worktree_pool_dir, mirror)
+            return await ensure_worktree(mirror, path, branch, base, base_sha, pool)
 
     @activity.defn(name="prepare_workspace")
     async def prepare_workspace(self, req: WorkspaceRequest) -> Workspace:
@@ -222,3 +256,59 @@ class WorkspaceActivities:
             stack=info.stack,
             context_summary=redact(summary, secrets),
         )
+
+    @activity.defn(name="release_workspace")
+    async def release_workspace(self, req: ReleaseRequest) -> ReleaseResult:
+        """Recycle a DONE or CANCELLED ticket's worktree into the pool, or remove it; never its branch.
+
+        Idempotent: a retry after the worktree has moved finds it missing, and a pooled worktree left
+        broken by an interrupted move is discarded by the next claim (worktree_pool.claim).
+        """
+        release = self._release(req)
+        action = await with_heartbeats(release, self._heartbeat_every, "releasing worktree")
+        activity.logger.info("worktree of %s %s", req.ticket_id, action)
+        return ReleaseResult(action=action)
+
+    async def _release(self, req: ReleaseRequest) -> str:
+        path = Path(req.workspace.path)
+        if self._settings.keep_worktrees:
+            return "kept"
+        if not await asyncio.to_thread(path.exists):
+            return "missing"
+        if path.parent.resolve() != self._settings.worktrees_dir.resolve():
+            return "kept"  # not where this worker puts worktrees (its state_dir changed): not ours to delete
+        mirror = self._settings.mirrors_dir / ResolvedRepo(name=req.ticket_id, url=req.workspace.repo_url).key
+        if await worktree_pool.worktree_head(path, mirror) is None:
+            async with self._locked(mirror):
+                await worktree_pool.discard(mirror, path)  # broken leftovers; commits live in the mirror
+            return "removed"
+        if req.state is TicketState.CANCELLED:
+            message = f"wip(ticketflow {req.ticket_id}): uncommitted work at cancellation"
+            if not await worktree_pool.save_uncommitted(path, req.workspace.branch, message):
+                return "kept"  # work that cannot go onto the branch is left where it is
+        return await self._recycle_or_remove(mirror, path, req.ticket_id)
+
+    async def _recycle_or_remove(self, mirror: Path, path: Path, ticket_id: str) -> str:
+        pool = worktree_pool.pool_for(self._settings.worktree_pool_dir, mirror)
+        size = self._settings.worktree_pool_size
+
+        def has_room() -> bool:
+            return len(worktree_pool.idle(pool)) < size
+
+        recycle = await asyncio.to_thread(has_room)
+        if recycle:
+            # Outside the lock: the worktree is this ticket's alone, and cleaning a big tree takes a while.
+            try:
+                await worktree_pool.scrub(path, mirror)
+            except GitError as exc:
+                activity.logger.warning("cannot clean worktree %s, removing it: %s", path, exc)
+                recycle = False
+        async with self._locked(mirror):
+            if recycle and await asyncio.to_thread(has_room):
+                try:
+                    await worktree_pool.park(mirror, path, pool, ticket_id)
+                    return "recycled"
+                except GitError as exc:
+                    activity.logger.warning("cannot move worktree %s into the pool: %s", path, exc)
+            await worktree_pool.discard(mirror, path)
+            return "removed"

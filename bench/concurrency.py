@@ -56,13 +56,14 @@ print("::ticketflow step::wrote bench_note.txt", flush=True)
 
 def agent_stage_workers(client: Client, settings: Settings) -> list[Worker]:
     """Real workspace and agent activities, no-op for the other stages, same two-queue shape."""
-    noop = NoopActivities(settings.host_queue)
+    noop, workspace = NoopActivities(settings.host_queue), WorkspaceActivities(settings)
     activities = [
         noop.classify,
         noop.run_checks,
         noop.review,
         noop.open_pr,
-        WorkspaceActivities(settings).prepare_workspace,
+        workspace.prepare_workspace,
+        workspace.release_workspace,
         AgentActivities(settings).run_agent,
     ]
     common: dict[str, Any] = {

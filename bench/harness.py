@@ -31,6 +31,8 @@ from workflows.contracts import (
     ClassifyRequest,
     PullRequestRef,
     PullRequestRequest,
+    ReleaseRequest,
+    ReleaseResult,
     ReviewReport,
     ReviewRequest,
     Ticket,
@@ -89,7 +91,8 @@ def script_agent(folder: Path, name: str, code: str) -> AgentConfig:
 
 
 class NoopActivities:
-    """ticketflow's six activities under their real names, doing nothing but returning a valid result."""
+    """ticketflow's activities under their real names, doing nothing but returning a valid result: the six
+    stages, and release_workspace, which TicketWorkflow calls after DONE (the bare workflow does not)."""
 
     def __init__(self, host_queue: str) -> None:
         # Workspace-bound activities follow Workspace.host_queue; a benchmark points it at a queue its own
@@ -130,6 +133,10 @@ class NoopActivities:
             url=f"noop://{request.ticket.id}", number=1, branch=request.workspace.branch, host="noop"
         )
 
+    @activity.defn(name=policy.RELEASE_WORKSPACE.name)
+    async def release_workspace(self, request: ReleaseRequest) -> ReleaseResult:
+        return ReleaseResult(action="kept")
+
     def all(self) -> list[Callable[..., Any]]:
         return [
             self.classify,
@@ -138,6 +145,7 @@ class NoopActivities:
             self.run_checks,
             self.review,
             self.open_pr,
+            self.release_workspace,
         ]
 
 

@@ -524,6 +524,20 @@ class Ack(Model):
 # ------------------------------------------------------------------------------------ write-back
 
 
+class ReleaseRequest(Model):
+    """A DONE or CANCELLED ticket gives its worktree back: recycled into the repository's pool of idle
+    worktrees (so the next ticket checks out only what differs) or removed. Its branch stays in the
+    mirror, so nothing the agent committed is lost."""
+
+    ticket_id: str
+    workspace: Workspace
+    state: TicketState
+
+
+class ReleaseResult(Model):
+    action: str  # "recycled", "removed", "kept" (keep_worktrees is set) or "missing"
+
+
 class WriteBackRequest(Model):
     """Report a ticket's outcome to the source it came from (ticket.source), e.g. move its file to done/."""
 

@@ -41,6 +41,9 @@ class ActivityPolicy:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Wait for a cancelled activity to really stop (its agent process killed) before the ticket says so.
     cancellation: ActivityCancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+    # Bounds the wait for a worker too (schedule to close), for best-effort calls to a host queue whose
+    # worker may never come back; None: wait as long as it takes.
+    schedule_to_close: timedelta | None = None
 
 
 def _retry(attempts: int, initial: float = 2, maximum: float = 60) -> RetryPolicy:
@@ -75,6 +78,16 @@ WRITE_BACK = ActivityPolicy(
     None,
     _retry(6, initial=5, maximum=300),
     ActivityCancellationType.TRY_CANCEL,
+)
+
+# Giving a finished ticket's worktree back (workspace pool); best effort, it never holds up a ticket: it
+# runs on the worktree's host queue, and a worker that is gone for good must not keep the ticket open.
+RELEASE_WORKSPACE = ActivityPolicy(
+    "release_workspace",
+    timedelta(minutes=5),
+    timedelta(seconds=30),
+    _retry(3),
+    schedule_to_close=timedelta(hours=1),
 )
 
 DEPENDENCY_STATES = ActivityPolicy("dependency_states", timedelta(seconds=30), None, _retry(5))

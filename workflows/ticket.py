@@ -48,6 +48,8 @@ with workflow.unsafe.imports_passed_through():
         NotifyRequest,
         PullRequestRef,
         PullRequestRequest,
+        ReleaseRequest,
+        ReleaseResult,
         ResetRequest,
         ResetResult,
         RetryRequest,
@@ -143,6 +145,7 @@ class TicketWorkflow:
             if self._cancel_request is None:
                 raise  # a Temporal cancellation: let the run end as Canceled
             await self._write_back(TicketState.CANCELLED, reason)
+            await self._release_workspace(TicketState.CANCELLED)
             await workflow.wait_condition(workflow.all_handlers_finished)
             return self._result()
         except _TicketFailed as failed:
@@ -410,6 +413,7 @@ class TicketWorkflow:
         self._status.pr_url = ref.url
         self._transition(TicketState.DONE, None, note=ref.url)
         await self._write_back(TicketState.DONE)
+        await self._release_workspace(TicketState.DONE)
         return None
 
     async def _write_back(self, state: TicketState, reason: str = "") -> None:
@@ -429,6 +433,17 @@ class TicketWorkflow:
             self._note(f"write-back: {result.action}")
         except ActivityError as err:
             self._note(f"write-back failed: {err.cause or err}")
+
+    async def _release_workspace(self, state: TicketState) -> None:
+        """Give the worktree back to its worker's pool; a failure is noted, never fatal."""
+        if self._workspace is None or not workflow.patched(RELEASE_WORKSPACE_PATCH):
+            return
+        request = ReleaseRequest(ticket_id=self._ticket.id, workspace=self._workspace, state=state)
+        try:
+            result = await self._call(policy.RELEASE_WORKSPACE, request, ReleaseResult)
+            self._note(f"worktree {result.action}")
+        except ActivityError as err:
+            self._note(f"releasing the worktree failed: {err.cause or err}")
 
     # -------------------------------------------------------------------------- loops and waiting
 
@@ -659,6 +674,7 @@ class TicketWorkflow:
                 result_type=result_type,
                 task_queue=self._require_workspace().host_queue if on_host and self._workspace else None,
                 start_to_close_timeout=timeout or spec.start_to_close,
+                schedule_to_close_timeout=spec.schedule_to_close,
                 heartbeat_timeout=spec.heartbeat,
                 retry_policy=spec.retry,
                 cancellation_type=spec.cancellation,
@@ -837,6 +853,7 @@ class TicketWorkflow:
 
 LIMIT_GATE_PATCH = "limit-gate"
 MODEL_DOWN_PATCH = "model-down-wait"
+RELEASE_WORKSPACE_PATCH = "release-workspace"
 TOKEN_BUDGET_PATCH = "token-budget"
 _MODEL_STAGE = {Stage.CLASSIFY: "classify", Stage.RUN_AGENT: "code", Stage.REVIEW: "review"}
 

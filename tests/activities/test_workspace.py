@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,12 +12,19 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import workspace as workspace_module
+from activities import worktree_pool
 from activities.gitops import commit_all, head
 from activities.repos import resolve_repo
 from activities.settings import RepoConfig, Settings
 from activities.workspace import WorkspaceActivities, file_lock
 from tests.activities.conftest import git, push_commit
-from workflows.contracts import Ticket, Workspace, WorkspaceRequest
+from workflows.contracts import (
+    ReleaseRequest,
+    Ticket,
+    TicketState,
+    Workspace,
+    WorkspaceRequest,
+)
 
 MakeTicket = Callable[..., Ticket]
 
@@ -211,3 +220,203 @@ async def test_tickets_waiting_on_one_fetch_share_it(
     await asyncio.gather(*(prepare(local_settings, t) for t in tickets))
     assert all((local_settings.worktrees_dir / t.id).is_dir() for t in tickets)
     assert 1 <= len(fetches) < len(tickets)
+
+
+# ------------------------------------------------------------------------- release and the pool
+
+
+async def release(
+    local_settings: Settings, ws: Workspace, state: TicketState = TicketState.DONE, ticket_id: str = ""
+) -> str:
+    request = ReleaseRequest(ticket_id=ticket_id or Path(ws.path).name, workspace=ws, state=state)
+    result = await ActivityEnvironment().run(WorkspaceActivities(local_settings).release_workspace, request)
+    return result.action
+
+
+def mirror_of(local_settings: Settings, remote_repo: Path) -> Path:
+    return local_settings.mirrors_dir / resolve_repo(str(remote_repo), local_settings).key
+
+
+def pooled(local_settings: Settings, remote_repo: Path) -> list[Path]:
+    pool = worktree_pool.pool_for(local_settings.worktree_pool_dir, mirror_of(local_settings, remote_repo))
+    return worktree_pool.idle(pool)
+
+
+def leave_a_mess(path: Path) -> str:
+    """What a finished ticket leaves: a commit, a modified tracked file, an untracked and ignored files."""
+    (path / "calc.py").write_text("def add(a, b):\n    return b + a\n")
+    git(path, "commit", "-qam", "WIP: swap the operands")
+    wip = git(path, "rev-parse", "HEAD").strip()
+    (path / "README.md").write_text("changed, never committed\n")
+    (path / "notes.txt").write_text("untracked agent notes\n")
+    (path / "__pycache__").mkdir()
+    (path / "__pycache__" / "calc.cpython-311.pyc").write_bytes(b"ignored build output")
+    (path / "tests" / "__pycache__").mkdir()
+    (path / "tests" / "__pycache__" / "test_calc.pyc").write_bytes(b"ignored build output")
+    return wip
+
+
+async def test_released_worktree_is_recycled_for_the_next_ticket_with_exactly_the_base(
+    local_settings: Settings, make_ticket: MakeTicket, remote_repo: Path
+) -> None:
+    first = await prepare(local_settings, make_ticket("T1"))
+    old = Path(first.path)
+    inode = os.stat(old).st_ino
+    wip = leave_a_mess(old)
+
+    assert await release(local_settings, first) == "recycled"
+    assert not old.exists()
+    assert len(pooled(local_settings, remote_repo)) == 1
+
+    second = await prepare(local_settings, make_ticket("T2"))
+    path = Path(second.path)
+    assert path == local_settings.worktrees_dir / "T2"
+    assert os.stat(path).st_ino == inode, "the pooled worktree was moved, not a new one added"
+    assert pooled(local_settings, remote_repo) == []
+    # Exactly the base: no untracked, ignored or modified file of T1's is left.
+    assert git(path, "status", "--porcelain", "--ignored", "--untracked-files=all") == ""
+    files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file() and p.name != ".git")
+    assert files == ["README.md", "calc.py", "tests/__init__.py", "tests/test_calc.py"]
+    assert (path / "calc.py").read_text() == git(remote_repo, "show", "main:calc.py")
+    base = git(remote_repo, "rev-parse", "main").strip()
+    assert second.base_commit == base == await head(path)
+    assert git(path, "symbolic-ref", "HEAD").strip() == f"refs/heads/{second.branch}"
+    # The new branch does not track the base, and HEAD's reflog is T2's alone.
+    with pytest.raises(subprocess.CalledProcessError):
+        git(path, "config", "--get", f"branch.{second.branch}.merge")
+    assert len(git(path, "reflog", "show", "HEAD").splitlines()) == 1
+    # T1's branch and its commit are still in the mirror.
+    mirror = mirror_of(local_settings, remote_repo)
+    assert git(mirror, "rev-parse", f"refs/heads/{first.branch}").strip() == wip
+
+
+async def test_release_removes_when_the_pool_is_full(
+    local_settings: Settings, make_ticket: MakeTicket, remote_repo: Path
+) -> None:
+    local_settings.worktree_pool_size = 1
+    one, two = [await prepare(local_settings, make_ticket(n)) for n in ("T1", "T2")]
+    (Path(two.path) / "feature.py").write_text("FEATURE = 1\n")
+    wip = await commit_all(Path(two.path), "WIP: feature")
+
+    assert await release(local_settings, one) == "recycled"
+    assert await release(local_settings, two) == "removed"
+
+    assert not Path(two.path).exists()
+    mirror = mirror_of(local_settings, remote_repo)
+    assert two.path not in git(mirror, "worktree", "list")
+    assert git(mirror, "rev-parse", f"refs/heads/{two.branch}").strip() == wip
+    assert len(pooled(local_settings, remote_repo)) == 1
+
+
+async def test_keep_worktrees_keeps_and_a_missing_worktree_is_reported(
+    local_settings: Settings, make_ticket: MakeTicket
+) -> None:
+    ws = await prepare(local_settings, make_ticket())
+    local_settings.keep_worktrees = True
+    assert await release(local_settings, ws) == "kept"
+    assert Path(ws.path).is_dir()
+
+    local_settings.keep_worktrees = False
+    gone = ws.model_copy(update={"path": str(local_settings.worktrees_dir / "never-prepared")})
+    assert await release(local_settings, gone) == "missing"
+
+
+async def test_release_twice_is_harmless(
+    local_settings: Settings, make_ticket: MakeTicket, remote_repo: Path
+) -> None:
+    ws = await prepare(local_settings, make_ticket())
+    assert await release(local_settings, ws) == "recycled"
+    assert await release(local_settings, ws) == "missing"
+    assert len(pooled(local_settings, remote_repo)) == 1
+    again = await prepare(local_settings, make_ticket("T2"))
+    assert git(Path(again.path), "status", "--porcelain") == ""
+
+
+async def test_cancelled_ticket_keeps_its_uncommitted_work_on_its_branch(
+    local_settings: Settings, make_ticket: MakeTicket, remote_repo: Path
+) -> None:
+    ws = await prepare(local_settings, make_ticket())
+    (Path(ws.path) / "half_done.py").write_text("STEP = 2\n")  # the agent was cancelled mid-step
+
+    assert await release(local_settings, ws, TicketState.CANCELLED) == "recycled"
+
+    mirror = mirror_of(local_settings, remote_repo)
+    assert git(mirror, "show", f"refs/heads/{ws.branch}:half_done.py") == "STEP = 2\n"
+    assert "uncommitted work at cancellation" in git(mirror, "log", "-1", "--format=%s", ws.branch)
+
+
+async def test_a_retried_prepare_keeps_its_own_worktree_while_the_pool_has_one(
+    local_settings: Settings, make_ticket: MakeTicket, remote_repo: Path
+) -> None:
+    one, two = [await prepare(local_settings, make_ticket(n)) for n in ("T1", "T2")]
+    assert await release(local_settings, one) == "recycled"
+    path = Path(two.path)
+    wip = await commit_all(path, "WIP: nothing") or await head(path)
+    (path / "notes.txt").write_text("uncommitted agent work\n")
+
+    again = await prepare(local_settings, make_ticket("T2"))
+
+    assert again.path == two.path and await head(path) == wip
+    assert (path / "notes.txt").read_text() == "uncommitted agent work\n"
+    assert len(pooled(local_settings, remote_repo)) == 1, "the retry claimed nothing"
+
+
+async def test_a_lost_worktree_gets_its_branch_back_in_a_claimed_one(
+    local_settings: Settings, make_ticket: MakeTicket, remote_repo: Path
+) -> None:
+    other, mine = [await prepare(local_settings, make_ticket(n)) for n in ("T0", "T1")]
+    assert await release(local_settings, other) == "recycled"
+    path = Path(mine.path)
+    (path / "feature.py").write_text("FEATURE = True\n")
+    wip = await commit_all(path, "WIP: feature")
+    shutil.rmtree(path)  # the worker's disk lost it; the branch is in the mirror
+
+    again = await prepare(local_settings, make_ticket("T1"))
+
+    assert pooled(local_settings, remote_repo) == []
+    assert await head(path) == wip and (path / "feature.py").is_file()
+    assert again.base_commit == mine.base_commit
+
+
+async def test_broken_pool_entries_are_discarded_and_a_new_worktree_added(
+    local_settings: Settings, make_ticket: MakeTicket, remote_repo: Path
+) -> None:
+    ws = await prepare(local_settings, make_ticket())
+    assert await release(local_settings, ws) == "recycled"
+    [entry] = pooled(local_settings, remote_repo)
+    # A move interrupted after its rename: the directory is in the pool, git still has the old path.
+    entry.rename(entry.with_name("00-interrupted"))
+    (entry.parent / "99-junk").mkdir()
+
+    fresh = await prepare(local_settings, make_ticket("T2"))
+
+    path = Path(fresh.path)
+    assert git(path, "symbolic-ref", "HEAD").strip() == f"refs/heads/{fresh.branch}"
+    assert git(path, "status", "--porcelain") == "" and (path / "calc.py").is_file()
+    assert pooled(local_settings, remote_repo) == []
+    listed = git(mirror_of(local_settings, remote_repo), "worktree", "list", "--porcelain")
+    assert [line for line in listed.splitlines() if line.startswith("worktree ")][1:] == [f"worktree {path}"]
+
+
+async def test_concurrent_prepares_and_releases_on_one_repo(
+    local_settings: Settings, make_ticket: MakeTicket, remote_repo: Path
+) -> None:
+    local_settings.worktree_pool_size = 2
+    first = [await prepare(local_settings, make_ticket(f"A{n}")) for n in range(3)]
+
+    actions, later = await asyncio.gather(
+        asyncio.gather(*(release(local_settings, ws) for ws in first)),
+        asyncio.gather(*(prepare(local_settings, make_ticket(f"B{n}")) for n in range(3))),
+    )
+
+    assert sorted(actions) in (["recycled", "recycled", "removed"], ["recycled", "recycled", "recycled"])
+    for ws in later:
+        path = Path(ws.path)
+        assert git(path, "symbolic-ref", "HEAD").strip() == f"refs/heads/{ws.branch}"
+        assert git(path, "status", "--porcelain") == ""
+    mirror = mirror_of(local_settings, remote_repo)
+    for entry in pooled(local_settings, remote_repo):
+        assert await worktree_pool.worktree_head(entry, mirror) == "HEAD"  # detached, registered
+    listed = git(mirror, "worktree", "list", "--porcelain").count("worktree ") - 1
+    assert listed == len(later) + len(pooled(local_settings, remote_repo))
+    assert len(pooled(local_settings, remote_repo)) <= 2

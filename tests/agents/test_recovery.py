@@ -3,6 +3,7 @@ and the ticket ends with exactly one PR. Workers are real `ticketflow worker` su
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,5 +36,11 @@ async def test_killed_worker_resumes_from_checkpoint_with_one_pr(
     assert crash.attempts[1].endswith("resume 1"), "the second attempt started after step 1's checkpoint"
     assert crash.prs == 1
     assert crash.recovery_seconds < RECOVERY_BOUND
+    # Both steps' files are on the pushed branch (the DONE ticket's worktree went back to the pool).
+    branch = git(rig.remote, "for-each-ref", "--format=%(refname)", "refs/heads/ticketflow/crash-1-*").strip()
     for n in (1, 2):
-        assert (rig.state_dir / "worktrees" / "crash-1" / f"step{n}.txt").exists()
+        assert git(rig.remote, "show", f"{branch}:step{n}.txt") == f"step {n}\n"
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout

@@ -43,6 +43,18 @@ async def test_happy_path_opens_one_pr(client: Client, worker: Settings, example
     assert [e.state for e in status.events][-1] is TicketState.DONE
 
 
+async def test_a_done_tickets_worktree_goes_back_to_the_pool(client: Client, worker: Settings) -> None:
+    ticket = example_ticket("demo-1-multiply.md", id="released-1")
+    await submit(client, worker, ticket)
+    result = await result_of(client, ticket.id)
+
+    assert result.state is TicketState.DONE
+    assert [e.note for e in result.status.events][-1] == "worktree recycled"
+    assert not (worker.worktrees_dir / ticket.id).exists()
+    assert len(list(worker.worktree_pool_dir.glob("*/*"))) == 1
+    assert result.status.attempts["release_workspace"] == 1
+
+
 async def test_failed_checks_go_back_to_the_agent(client: Client, worker: Settings) -> None:
     ticket = example_ticket("demo-3-power.md")
     await submit(client, worker, ticket)
@@ -104,7 +116,8 @@ async def test_cancel_stops_the_agent(client: Client, worker: Settings, tmp_path
     await tickets.cancel(client, ticket.id, "changed my mind")
     result = await result_of(client, ticket.id)
     assert result.state is TicketState.CANCELLED
-    assert result.status.events[-1].note == "changed my mind"
+    notes = [e.note for e in result.status.events]
+    assert notes[-2:] == ["changed my mind", "worktree recycled"]
     pid = int(marker.read_text())
     assert not _alive(pid), "the agent process must be ended with the ticket"
 
