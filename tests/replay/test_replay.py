@@ -37,6 +37,7 @@ async def test_there_are_histories_to_replay() -> None:
     names = {path.stem for path in committed_histories()}
     assert {"done", "fix-loop", "blocked-unblocked", "cancelled", "dependencies"} <= names
     assert {"model-down-waited", "usage-limit-gated"} <= names
+    assert {"done-released"} <= names
 
 
 @pytest.mark.parametrize("path", committed_histories(), ids=lambda p: p.stem)
@@ -53,6 +54,8 @@ async def test_record_histories(client: Client, worker: Settings) -> None:
     scenarios = {
         "dependencies": example_ticket("demo-4-readme.md", id="replay-deps", depends_on=["replay-done"]),
         "done": example_ticket("demo-1-multiply.md", id="replay-done"),
+        # DONE, then its worktree goes back to the pool (release_workspace, patch "release-workspace").
+        "done-released": example_ticket("demo-1-multiply.md", id="replay-done-released"),
         "fix-loop": example_ticket("demo-3-power.md", id="replay-fix-loop"),
         "blocked-unblocked": example_ticket("demo-5-rounding.md", id="replay-blocked"),
         "cancelled": example_ticket("demo-5-rounding.md", id="replay-cancelled"),
