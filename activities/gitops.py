@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from activities.repos import git_env
@@ -76,6 +77,14 @@ async def clear_stale_index_lock(worktree: Path) -> bool:
 
 def branch_lock(common_dir: Path, branch: str) -> Path:
     return common_dir / "refs" / "heads" / f"{branch}.lock"
+
+
+def stale_ref_locks(git_dir: Path, older_than: float) -> list[Path]:
+    """Ref and packed-refs locks in git_dir untouched for older_than seconds: no live git holds a ref
+    lock that long (it takes them for one update), so these are a killed git's leftovers."""
+    now = time.time()
+    candidates = [git_dir / "packed-refs.lock", *(git_dir / "refs").rglob("*.lock")]
+    return [lock for lock in candidates if lock.exists() and now - lock.stat().st_mtime > older_than]
 
 
 def remove_locks(locks: list[Path]) -> bool:

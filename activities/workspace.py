@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import time
@@ -24,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import stack, worktree_pool
 from activities.githosts import git_host_for
-from activities.gitops import GitError, git
+from activities.gitops import GitError, branch_lock, git, remove_locks, stale_ref_locks
 from activities.heartbeat import with_heartbeats
 from activities.redact import redact
 from activities.repos import RepoError, ResolvedRepo, resolve_repo
@@ -38,7 +39,21 @@ from workflows.contracts import (
     WorkspaceRequest,
 )
 
+log = logging.getLogger("ticketflow.workspace")
+
 CLONE_TIMEOUT = 15 * 60
+# A ref lock this old in a mirror we hold locked is a killed git's (seconds).
+STALE_LOCK_SECONDS = 30.0
+# What git says when objects a command needs are not in the mirror (refetch_mirror repairs it).
+MISSING_OBJECT_SIGNS = (
+    "did not send all necessary objects",
+    "Could not reset index file",
+    "unable to read tree",
+    "bad object",
+    "missing blob",
+    "missing tree",
+    "is corrupt",
+)
 FETCH_TIMEOUT = 10 * 60
 # Plain fetch refspec, not --mirror: a mirror fetch would delete the ticket branches kept in refs/heads.
 FETCH_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
@@ -105,7 +120,41 @@ async def sync_mirror(url: str, mirror: Path, secrets: list[str], env: dict[str,
     await asyncio.to_thread(mirror.parent.mkdir, parents=True, exist_ok=True)
     if not await asyncio.to_thread((mirror / "HEAD").is_file):
         await _clone_mirror(url, mirror, secrets, env)
-    await git(mirror, "fetch", "--prune", "--quiet", "origin", env=env, timeout=FETCH_TIMEOUT)
+    stale = await asyncio.to_thread(stale_ref_locks, mirror, STALE_LOCK_SECONDS)
+    if stale:
+        await asyncio.to_thread(remove_locks, stale)
+        log.warning("removed %d ref lock(s) a killed git left in %s", len(stale), mirror)
+    try:
+        await git(mirror, "fetch", "--prune", "--quiet", "origin", env=env, timeout=FETCH_TIMEOUT)
+    except GitError as exc:
+        if not lacks_objects(exc):
+            raise
+        await refetch_mirror(mirror, env)
+
+
+def lacks_objects(exc: GitError) -> bool:
+    return any(sign in exc.stderr for sign in MISSING_OBJECT_SIGNS)
+
+
+async def refetch_mirror(mirror: Path, env: dict[str, str]) -> None:
+    """Fetch every object again, without negotiating, as a fresh clone would.
+
+    Seen after worker SIGKILLs (tests/chaos, 100 tickets): a mirror whose refs need objects it lacks,
+    so fetches fail or worktrees cannot be checked out; the ticket branches in it stay as they are.
+    """
+    missing = await _connectivity_report(mirror)
+    log.warning("mirror %s is missing objects (%s); fetching everything again", mirror, missing)
+    refetch = ("fetch", "--refetch", "--prune", "--quiet", "origin")
+    await git(mirror, *refetch, env=env, timeout=CLONE_TIMEOUT)
+
+
+async def _connectivity_report(mirror: Path) -> str:
+    """The first lines of `git fsck --connectivity-only`, for the log (why the mirror was incomplete)."""
+    try:
+        out = await git(mirror, "fsck", "--connectivity-only", "--no-dangling", timeout=FETCH_TIMEOUT)
+    except GitError as exc:
+        out = exc.stderr
+    return "; ".join(out.strip().splitlines()[:5]) or "fsck found nothing"
 
 
 async def base_tip(mirror: Path, base: str, repo_name: str) -> str:
@@ -172,6 +221,9 @@ async def ensure_worktree(
         await asyncio.to_thread(shutil.rmtree, path)  # broken leftovers; commits live in the mirror
     await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
     await git(mirror, "worktree", "prune")  # forget worktrees whose directories are gone
+    # The branch is this ticket's alone and its mirror is locked: a lock on it is a killed git's.
+    if await asyncio.to_thread(remove_locks, [branch_lock(mirror, branch)]):
+        activity.logger.warning("removed a stale lock of branch %s left by a killed attempt", branch)
     existed = await _branch_exists(mirror, branch)
     if pool is None or not await _claim_from_pool(mirror, pool, path, branch, base_sha, existed):
         await _add_worktree(mirror, path, branch, base_sha)
@@ -228,7 +280,13 @@ class WorkspaceActivities:
                 self._fetch_started[str(mirror)] = started  # only a fetch that worked can be shared
             base_sha = await base_tip(mirror, base, repo.name)
             pool = worktree_pool.pool_for(self._settings.worktree_pool_dir, mirror)
-            return await ensure_worktree(mirror, path, branch, base, base_sha, pool)
+            try:
+                return await ensure_worktree(mirror, path, branch, base, base_sha, pool)
+            except GitError as exc:
+                if not lacks_objects(exc):
+                    raise
+                await refetch_mirror(mirror, git_host_for(repo, self._settings).push_env())
+                return await ensure_worktree(mirror, path, branch, base, base_sha, pool)
 
     @activity.defn(name="prepare_workspace")
     async def prepare_workspace(self, req: WorkspaceRequest) -> Workspace:

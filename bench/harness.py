@@ -92,7 +92,7 @@ def script_agent(folder: Path, name: str, code: str) -> AgentConfig:
 
 class NoopActivities:
     """ticketflow's activities under their real names, doing nothing but returning a valid result: the six
-    stages, and release_workspace, which TicketWorkflow calls after DONE (the bare workflow does not)."""
+    stages, and release_workspace, which TicketWorkflow calls after DONE."""
 
     def __init__(self, host_queue: str) -> None:
         # Workspace-bound activities follow Workspace.host_queue; a benchmark points it at a queue its own

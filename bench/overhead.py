@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         ChecksRequest,
         ClassifyRequest,
         PullRequestRequest,
+        ReleaseRequest,
         ReviewRequest,
         Ticket,
         TicketRun,
@@ -61,7 +62,7 @@ BARE_TIMEOUT = timedelta(minutes=1)
 
 @workflow.defn(name="BenchBareWorkflow")
 class BareWorkflow:
-    """The baseline: the same six activities with the same payload types, in sequence, nothing else."""
+    """The baseline: the same seven activities with the same payload types, in sequence, nothing else."""
 
     @workflow.run
     async def run(self, ticket: Ticket) -> str:
@@ -89,6 +90,11 @@ class BareWorkflow:
         ref = await workflow.execute_activity_method(
             NoopActivities.open_pr,
             PullRequestRequest(ticket=ticket, workspace=workspace, classification=classification),
+            start_to_close_timeout=BARE_TIMEOUT,
+        )
+        await workflow.execute_activity_method(
+            NoopActivities.release_workspace,
+            ReleaseRequest(ticket_id=ticket.id, workspace=workspace, state=TicketState.DONE),
             start_to_close_timeout=BARE_TIMEOUT,
         )
         return ref.url

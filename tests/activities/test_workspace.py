@@ -420,3 +420,56 @@ async def test_concurrent_prepares_and_releases_on_one_repo(
     listed = git(mirror, "worktree", "list", "--porcelain").count("worktree ") - 1
     assert listed == len(later) + len(pooled(local_settings, remote_repo))
     assert len(pooled(local_settings, remote_repo)) <= 2
+
+
+# ------------------------------------------------------------------ leftovers of killed git processes
+
+
+async def test_stale_ref_locks_in_the_mirror_are_removed_before_fetching(
+    local_settings: Settings, make_ticket: MakeTicket, remote_repo: Path
+) -> None:
+    await prepare(local_settings, make_ticket("T1"))
+    mirror = next(local_settings.mirrors_dir.glob("*-*[!k]"))
+    stale = [mirror / "packed-refs.lock", mirror / "refs" / "remotes" / "origin" / "main.lock"]
+    for lock in stale:
+        lock.write_text("")
+        os.utime(lock, (1, 1))  # left long ago by a SIGKILLed fetch
+    tip = push_commit(remote_repo, {"new.txt": "x\n"}, "after the crash")
+
+    ws = await prepare(local_settings, make_ticket("T2"))
+
+    assert ws.base_commit == tip
+    assert not any(lock.exists() for lock in stale)
+
+
+async def test_a_stale_lock_on_the_tickets_branch_is_removed(
+    local_settings: Settings, make_ticket: MakeTicket
+) -> None:
+    ticket = make_ticket("T1")
+    await prepare(local_settings, make_ticket("T0"))  # the mirror exists
+    mirror = next(local_settings.mirrors_dir.glob("*-*[!k]"))
+    lock = mirror / "refs" / "heads" / f"{ticket.branch}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")  # a `git worktree add -b` killed while creating the branch
+
+    ws = await prepare(local_settings, ticket)
+
+    assert git(Path(ws.path), "symbolic-ref", "HEAD").strip() == f"refs/heads/{ticket.branch}"
+    assert not lock.exists()
+
+
+async def test_a_mirror_missing_objects_is_healed_by_a_full_fetch(
+    local_settings: Settings, make_ticket: MakeTicket, remote_repo: Path
+) -> None:
+    await prepare(local_settings, make_ticket("T0"))
+    mirror = next(local_settings.mirrors_dir.glob("*-*[!k]"))
+    push_commit(remote_repo, {"kept.txt": "same in every later commit\n"}, "adds kept")
+    await prepare(local_settings, make_ticket("T1"))  # a small fetch: loose objects
+    blob = git(mirror, "rev-parse", "origin/main:kept.txt").strip()
+    (mirror / "objects" / blob[:2] / blob[2:]).unlink()  # what the chaos run's mirror lacked
+    tip = push_commit(remote_repo, {"other.txt": "y\n"}, "changes another file")
+
+    ws = await prepare(local_settings, make_ticket("T2"))  # checking kept.txt out fails without repair
+
+    assert ws.base_commit == tip
+    assert (Path(ws.path) / "kept.txt").read_text() == "same in every later commit\n"
