@@ -44,16 +44,6 @@ log = logging.getLogger("ticketflow.workspace")
 CLONE_TIMEOUT = 15 * 60
 # A ref lock this old in a mirror we hold locked is a killed git's (seconds).
 STALE_LOCK_SECONDS = 30.0
-# What git says when objects a command needs are not in the mirror (refetch_mirror repairs it).
-MISSING_OBJECT_SIGNS = (
-    "did not send all necessary objects",
-    "Could not reset index file",
-    "unable to read tree",
-    "bad object",
-    "missing blob",
-    "missing tree",
-    "is corrupt",
-)
 FETCH_TIMEOUT = 10 * 60
 # Plain fetch refspec, not --mirror: a mirror fetch would delete the ticket branches kept in refs/heads.
 FETCH_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
@@ -124,37 +114,28 @@ async def sync_mirror(url: str, mirror: Path, secrets: list[str], env: dict[str,
     if stale:
         await asyncio.to_thread(remove_locks, stale)
         log.warning("removed %d ref lock(s) a killed git left in %s", len(stale), mirror)
-    try:
-        await git(mirror, "fetch", "--prune", "--quiet", "origin", env=env, timeout=FETCH_TIMEOUT)
-    except GitError as exc:
-        if not lacks_objects(exc):
-            raise
-        await refetch_mirror(mirror, env)
+    await asyncio.to_thread(clear_interrupted_adds, mirror)
+    await git(mirror, "fetch", "--prune", "--quiet", "origin", env=env, timeout=FETCH_TIMEOUT)
 
 
-def lacks_objects(exc: GitError) -> bool:
-    return any(sign in exc.stderr for sign in MISSING_OBJECT_SIGNS)
+def clear_interrupted_adds(mirror: Path) -> list[str]:
+    """Forget worktrees whose `git worktree add` was killed; returns their names.
 
-
-async def refetch_mirror(mirror: Path, env: dict[str, str]) -> None:
-    """Fetch every object again, without negotiating, as a fresh clone would.
-
-    Seen after worker SIGKILLs (tests/chaos, 100 tickets): a mirror whose refs need objects it lacks,
-    so fetches fail or worktrees cannot be checked out; the ticket branches in it stay as they are.
+    `worktree add` first registers the worktree with a null HEAD and a `locked` file saying
+    "initializing", and fills both in at the end. Killed in between (worker SIGKILLs in tests/chaos),
+    it leaves an entry `worktree prune` keeps (it is locked) and whose HEAD names no object, so every
+    later fetch of the mirror fails ("did not send all necessary objects"). Every add runs under the
+    mirror lock, which the caller holds, so an entry still initializing now is such a leftover.
     """
-    missing = await _connectivity_report(mirror)
-    log.warning("mirror %s is missing objects (%s); fetching everything again", mirror, missing)
-    refetch = ("fetch", "--refetch", "--prune", "--quiet", "origin")
-    await git(mirror, *refetch, env=env, timeout=CLONE_TIMEOUT)
-
-
-async def _connectivity_report(mirror: Path) -> str:
-    """The first lines of `git fsck --connectivity-only`, for the log (why the mirror was incomplete)."""
-    try:
-        out = await git(mirror, "fsck", "--connectivity-only", "--no-dangling", timeout=FETCH_TIMEOUT)
-    except GitError as exc:
-        out = exc.stderr
-    return "; ".join(out.strip().splitlines()[:5]) or "fsck found nothing"
+    cleared = []
+    for entry in sorted((mirror / "worktrees").glob("*/locked")):
+        with contextlib.suppress(OSError):
+            if entry.read_text().strip() == "initializing":
+                shutil.rmtree(entry.parent)
+                cleared.append(entry.parent.name)
+    if cleared:
+        log.warning("forgot worktree(s) %s of %s: their `git worktree add` was killed", cleared, mirror)
+    return cleared
 
 
 async def base_tip(mirror: Path, base: str, repo_name: str) -> str:
@@ -220,6 +201,7 @@ async def ensure_worktree(
     if await asyncio.to_thread(path.exists):
         await asyncio.to_thread(shutil.rmtree, path)  # broken leftovers; commits live in the mirror
     await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(clear_interrupted_adds, mirror)
     await git(mirror, "worktree", "prune")  # forget worktrees whose directories are gone
     # The branch is this ticket's alone and its mirror is locked: a lock on it is a killed git's.
     if await asyncio.to_thread(remove_locks, [branch_lock(mirror, branch)]):
@@ -280,13 +262,7 @@ class WorkspaceActivities:
                 self._fetch_started[str(mirror)] = started  # only a fetch that worked can be shared
             base_sha = await base_tip(mirror, base, repo.name)
             pool = worktree_pool.pool_for(self._settings.worktree_pool_dir, mirror)
-            try:
-                return await ensure_worktree(mirror, path, branch, base, base_sha, pool)
-            except GitError as exc:
-                if not lacks_objects(exc):
-                    raise
-                await refetch_mirror(mirror, git_host_for(repo, self._settings).push_env())
-                return await ensure_worktree(mirror, path, branch, base, base_sha, pool)
+            return await ensure_worktree(mirror, path, branch, base, base_sha, pool)
 
     @activity.defn(name="prepare_workspace")
     async def prepare_workspace(self, req: WorkspaceRequest) -> Workspace:
