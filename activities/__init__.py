@@ -19,6 +19,11 @@ from activities.workspace import WorkspaceActivities
 from activities.writeback import WriteBackActivities
 
 
+def build_llm_activities(settings: Settings) -> list[Callable[..., Any]]:
+    """The activities of policy.llm_queue: model calls that need no worktree."""
+    return [ClassifyActivities(settings).classify]
+
+
 def build_activities(settings: Settings) -> list[Callable[..., Any]]:
     workspace = WorkspaceActivities(settings)
     return [

@@ -42,6 +42,8 @@ class RepoConfig(BaseModel):
 
 
 SandboxMode = Literal["auto", "required", "off"]
+Capability = Literal["git", "llm"]
+CAPABILITIES: tuple[Capability, ...] = ("git", "llm")
 # Variables that hold git host credentials: no agent may ever see them, whatever its pass_env says.
 FORBIDDEN_AGENT_ENV = re.compile(
     r"^(TICKETFLOW_.*|GITHUB_TOKEN|GH_TOKEN|GITLAB_TOKEN|GITEA_TOKEN|.*_GIT_TOKEN)$"
@@ -164,6 +166,12 @@ class Settings(BaseSettings):
     ui_port: int = 8233
 
     max_concurrent_activities: int = Field(default=8, ge=1)
+    # What this worker process serves: "git" = the workflows, the shared queue and its host queue (the
+    # worktree-bound stages); "llm" = the model-bound activities without a worktree (policy.llm_queue),
+    # with max_concurrent_llm_activities slots of their own. Both by default; a deployment that splits
+    # them runs at least one worker of each (docs/deploy.md).
+    capabilities: list[Capability] = Field(default_factory=lambda: list(CAPABILITIES), min_length=1)
+    max_concurrent_llm_activities: int = Field(default=8, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
 
     default_agent: str = "command"

@@ -73,7 +73,8 @@ def agent_stage_workers(client: Client, settings: Settings) -> list[Worker]:
         "max_heartbeat_throttle_interval": policy.HEARTBEAT_THROTTLE,
     }
     shared = Worker(client, task_queue=settings.task_queue, workflows=[TicketWorkflow], **common)
-    return [shared, Worker(client, task_queue=settings.host_queue, **common)]
+    llm = Worker(client, task_queue=policy.llm_queue(settings.task_queue), **common)  # classify
+    return [shared, Worker(client, task_queue=settings.host_queue, **common), llm]
 
 
 def bench_ticket(prefix: str) -> Ticket:

@@ -157,6 +157,18 @@ def worker_for(client: Client, side: Side, workflow_class: type) -> Worker:
     )
 
 
+def llm_worker_for(client: Client, side: Side) -> Worker:
+    """TicketWorkflow sends classify to the LLM queue, which a production worker serves too."""
+    return Worker(
+        client,
+        task_queue=policy.llm_queue(side.task_queue),
+        activities=NoopActivities(side.task_queue).all(),
+        interceptors=[MetricsInterceptor()],
+        max_concurrent_activities=Settings.model_fields["max_concurrent_llm_activities"].default,
+        graceful_shutdown_timeout=policy.GRACEFUL_SHUTDOWN,
+    )
+
+
 # ------------------------------------------------------------------------------------ measuring
 
 
@@ -228,6 +240,7 @@ async def run(count: int, rounds: int, warmup: int) -> dict[str, Any]:
         pipeline, bare = pipeline_side(f"bench-pipeline-{suffix}"), bare_side(f"bench-bare-{suffix}")
         async with (
             worker_for(client, pipeline, TicketWorkflow),
+            llm_worker_for(client, pipeline),
             worker_for(client, bare, BareWorkflow),
         ):
             results = await measure(client, [pipeline, bare], count, rounds, warmup)

@@ -1,7 +1,9 @@
 """The ticketflow worker: runs TicketWorkflow and the activities, and shuts down gracefully.
 
-One process serves two task queues: the shared queue (workflows and workspace-free activities) and its
-own host queue, where the activities that need the ticket's worktree on this disk are sent.
+By default one process serves three task queues: the shared queue (workflows and workspace-free
+activities), its own host queue, where the activities that need the ticket's worktree on this disk
+are sent, and the LLM queue (model calls without a worktree, with slots of their own). The
+`capabilities` setting splits them between processes ("git": the first two; "llm": the third).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 import workflows
-from activities import build_activities
+from activities import build_activities, build_llm_activities
 from activities.agent import reclaim_orphaned_agents
 from activities.notify import NotifyActivities
 from activities.settings import Settings
@@ -40,24 +42,39 @@ def precompile_workflows() -> None:
 
 
 def build_workers(client: Client, settings: Settings) -> list[Worker]:
-    precompile_workflows()
-    activities = [*build_activities(settings), NotifyActivities(settings).notify]
+    """The Temporal workers of this process, by settings.capabilities."""
     common = {
-        "activities": activities,
         "interceptors": [MetricsInterceptor()],
-        "max_concurrent_activities": settings.max_concurrent_activities,
         "graceful_shutdown_timeout": policy.GRACEFUL_SHUTDOWN,
         "max_heartbeat_throttle_interval": policy.HEARTBEAT_THROTTLE,
     }
-    shared = Worker(
-        client,
-        task_queue=settings.task_queue,
-        workflows=[TicketWorkflow, IntakeWorkflow, LimitGateWorkflow],
-        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
-        **common,  # type: ignore[arg-type]
-    )
-    own_host = Worker(client, task_queue=settings.host_queue, **common)  # type: ignore[arg-type]
-    return [shared, own_host]
+    workers = []
+    if "git" in settings.capabilities:
+        precompile_workflows()
+        # Every activity on both queues: classify too, for tickets started before it moved to the LLM queue.
+        git = {
+            **common,
+            "activities": [*build_activities(settings), NotifyActivities(settings).notify],
+            "max_concurrent_activities": settings.max_concurrent_activities,
+        }
+        shared = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=[TicketWorkflow, IntakeWorkflow, LimitGateWorkflow],
+            max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+            **git,  # type: ignore[arg-type]
+        )
+        workers += [shared, Worker(client, task_queue=settings.host_queue, **git)]  # type: ignore[arg-type]
+    if "llm" in settings.capabilities:
+        llm = Worker(
+            client,
+            task_queue=policy.llm_queue(settings.task_queue),
+            activities=build_llm_activities(settings),
+            max_concurrent_activities=settings.max_concurrent_llm_activities,
+            **common,  # type: ignore[arg-type]
+        )
+        workers.append(llm)
+    return workers
 
 
 async def run_workers(client: Client, settings: Settings, stop: asyncio.Event) -> None:
@@ -65,14 +82,14 @@ async def run_workers(client: Client, settings: Settings, stop: asyncio.Event) -
     await ensure_search_attributes(client)
     # Before polling: a dead worker's agent attempts retry now (from their checkpoints), not after
     # their heartbeat timeout; no live attempt of this worker can be mistaken for an orphan yet.
-    reclaimed = await reclaim_orphaned_agents(client, settings)
+    reclaimed = await reclaim_orphaned_agents(client, settings) if "git" in settings.capabilities else 0
     if reclaimed:
         log.warning("failed %d agent attempt(s) of a dead worker so they retry now", reclaimed)
     workers = build_workers(client, settings)
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
     readiness = Readiness(connected=True, polling=lambda: all(w.is_running for w in workers))
     health = await start_health(client, settings, readiness)
-    log.info("worker polling %s and %s", settings.task_queue, settings.host_queue)
+    log.info("worker polling %s", ", ".join(w.task_queue for w in workers))
     stopped = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
     readiness.reason = "shutting down"

@@ -33,6 +33,12 @@ def host_queue(base_queue: str, host_id: str) -> str:
     return f"{base_queue}@{host_id}"
 
 
+def llm_queue(base_queue: str) -> str:
+    """Queue of the model-bound activities that need no worktree (classify): served by workers with the
+    "llm" capability, with activity slots of their own, so model calls never queue behind git work."""
+    return f"{base_queue}-llm"
+
+
 @dataclass(frozen=True)
 class ActivityPolicy:
     name: str

@@ -242,10 +242,13 @@ class TicketWorkflow:
 
     async def _classify(self) -> Stage:
         self._transition(TicketState.CLASSIFYING, Stage.CLASSIFY)
+        queue = policy.llm_queue(workflow.info().task_queue) if workflow.patched(LLM_QUEUE_PATCH) else None
         result = await self._gated(
             Stage.CLASSIFY,
             TicketState.CLASSIFYING,
-            lambda: self._call(policy.CLASSIFY, ClassifyRequest(ticket=self._ticket), Classification),
+            lambda: self._call(
+                policy.CLASSIFY, ClassifyRequest(ticket=self._ticket), Classification, queue=queue
+            ),
         )
         self._status.classification = result
         self._record_usage(result.model, result.tokens)
@@ -662,6 +665,7 @@ class TicketWorkflow:
         *,
         on_host: bool = True,
         timeout: timedelta | None = None,
+        queue: str | None = None,
     ) -> ResultT:
         """Run one activity; workspace-bound ones go to the worker that owns the worktree."""
         count = self._status.attempts.get(spec.name, 0) + 1
@@ -672,7 +676,8 @@ class TicketWorkflow:
                 spec.name,
                 arg,
                 result_type=result_type,
-                task_queue=self._require_workspace().host_queue if on_host and self._workspace else None,
+                task_queue=queue
+                or (self._require_workspace().host_queue if on_host and self._workspace else None),
                 start_to_close_timeout=timeout or spec.start_to_close,
                 schedule_to_close_timeout=spec.schedule_to_close,
                 heartbeat_timeout=spec.heartbeat,
@@ -854,6 +859,7 @@ class TicketWorkflow:
 LIMIT_GATE_PATCH = "limit-gate"
 MODEL_DOWN_PATCH = "model-down-wait"
 RELEASE_WORKSPACE_PATCH = "release-workspace"
+LLM_QUEUE_PATCH = "classify-on-llm-queue"
 TOKEN_BUDGET_PATCH = "token-budget"
 _MODEL_STAGE = {Stage.CLASSIFY: "classify", Stage.RUN_AGENT: "code", Stage.REVIEW: "review"}
 

@@ -37,7 +37,7 @@ async def test_there_are_histories_to_replay() -> None:
     names = {path.stem for path in committed_histories()}
     assert {"done", "fix-loop", "blocked-unblocked", "cancelled", "dependencies"} <= names
     assert {"model-down-waited", "usage-limit-gated"} <= names
-    assert {"done-released"} <= names
+    assert {"done-released", "done-llm-queue"} <= names
 
 
 @pytest.mark.parametrize("path", committed_histories(), ids=lambda p: p.stem)
@@ -56,6 +56,7 @@ async def test_record_histories(client: Client, worker: Settings) -> None:
         "done": example_ticket("demo-1-multiply.md", id="replay-done"),
         # DONE, then its worktree goes back to the pool (release_workspace, patch "release-workspace").
         "done-released": example_ticket("demo-1-multiply.md", id="replay-done-released"),
+        "done-llm-queue": example_ticket("demo-2-divide-by-zero.md", id="replay-done-llm-queue"),
         "fix-loop": example_ticket("demo-3-power.md", id="replay-fix-loop"),
         "blocked-unblocked": example_ticket("demo-5-rounding.md", id="replay-blocked"),
         "cancelled": example_ticket("demo-5-rounding.md", id="replay-cancelled"),
