@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
 from activities.githosts.base import PullRequestSpec
-from activities.githosts.rest import RestHost
+from activities.githosts.rest import OwnerRepoHost
 from workflows.contracts import PullRequestRef
 
 DRAFT_PREFIX = "WIP: "
@@ -24,26 +23,11 @@ MAX_PAGES = 20
 NEW_LABEL_COLOR = "#ededed"
 
 
-class GiteaHost(RestHost):
+class GiteaHost(OwnerRepoHost):
     name = "gitea"
     label = "Gitea"
     push_username = "ticketflow"
     auth_prefix = "token "
-
-    def __init__(
-        self,
-        api_url: str,
-        owner_repo: str,
-        token: SecretStr | None,
-        *,
-        repo_url: str = "",
-        reviewers: tuple[str, ...] = (),
-    ) -> None:
-        super().__init__(api_url, token, repo_url=repo_url, reviewers=reviewers)
-        self.owner_repo = owner_repo
-
-    def _repo_api(self) -> str:
-        return f"{self.api_url}/repos/{self.owner_repo}"
 
     async def _find(self, client: httpx.AsyncClient, branch: str, base: str) -> PullRequestRef | None:
         for page in range(1, MAX_PAGES + 1):

@@ -10,10 +10,9 @@ import re
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
 from activities.githosts.base import GitHostError, PullRequestSpec
-from activities.githosts.rest import RestHost
+from activities.githosts.rest import OwnerRepoHost
 from workflows.contracts import PullRequestRef
 
 API_VERSION = "2022-11-28"
@@ -30,28 +29,12 @@ def owner_repo_from_url(url: str) -> str:
     return f"{match.group(1)}/{match.group(2)}"
 
 
-class GitHubHost(RestHost):
+class GitHubHost(OwnerRepoHost):
     name = "github"
     label = "GitHub"
     push_username = "x-access-token"
     auth_prefix = "Bearer "
     accept = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION}
-
-    def __init__(
-        self,
-        api_url: str,
-        owner_repo: str,
-        token: SecretStr | None,
-        *,
-        repo_url: str = "",
-        reviewers: tuple[str, ...] = (),
-    ) -> None:
-        super().__init__(api_url, token, repo_url=repo_url, reviewers=reviewers)
-        self.owner_repo = owner_repo
-        self.owner = owner_repo.split("/", 1)[0]
-
-    def _repo_api(self) -> str:
-        return f"{self.api_url}/repos/{self.owner_repo}"
 
     async def _find(self, client: httpx.AsyncClient, branch: str, base: str) -> PullRequestRef | None:
         params = {"head": f"{self.owner}:{branch}", "base": base, "state": "open"}

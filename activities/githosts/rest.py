@@ -202,3 +202,26 @@ def message_of(resp: httpx.Response) -> str:
     raw = data.get("errors")
     errors = [e.get("message", "") for e in raw if isinstance(e, dict)] if isinstance(raw, list) else []
     return "; ".join(m for m in [str(message), *errors] if m)
+
+
+class OwnerRepoHost(RestHost, ABC):
+    """A host whose repository API is /repos/{owner}/{name} (GitHub, Gitea)."""
+
+    def __init__(
+        self,
+        api_url: str,
+        owner_repo: str,
+        token: SecretStr | None,
+        *,
+        repo_url: str = "",
+        reviewers: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(api_url, token, repo_url=repo_url, reviewers=reviewers)
+        self.owner_repo = owner_repo
+
+    @property
+    def owner(self) -> str:
+        return self.owner_repo.split("/", 1)[0]
+
+    def _repo_api(self) -> str:
+        return f"{self.api_url}/repos/{self.owner_repo}"
