@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.settings import AgentConfig, RepoConfig, Settings
 from clients.devserver import temporal_binary
 from clients.example_repo import create_example_remote, demo_agent_config
-from workers.main import run_workers
+from workers.main import running_workers
 from workflows.visibility import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,12 +62,9 @@ def settings(tmp_path: Path, temporal_env: WorkflowEnvironment, example_remote: 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def worker(client: Client, settings: Settings) -> AsyncIterator[Settings]:
-    """A running worker (shared and host queues) for the test's settings."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_workers(client, settings, stop))
-    yield settings
-    stop.set()
-    await asyncio.wait_for(task, 60)
+    """A running worker (shared, host and LLM queues) for the test's settings."""
+    async with running_workers(client, settings):
+        yield settings
 
 
 def script_agent(tmp_path: Path, name: str, code: str) -> AgentConfig:

@@ -13,6 +13,7 @@ import compileall
 import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from temporalio.client import Client
@@ -99,6 +100,18 @@ async def run_workers(client: Client, settings: Settings, stop: asyncio.Event) -
     for task in tasks:
         if task in done and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
+
+
+@contextlib.asynccontextmanager
+async def running_workers(client: Client, settings: Settings) -> AsyncIterator[None]:
+    """`ticketflow worker` inside this process for the duration of the block (tests, benchmarks)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_workers(client, settings, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, policy.GRACEFUL_SHUTDOWN.total_seconds() * 2)
 
 
 async def start_health(client: Client, settings: Settings, readiness: Readiness) -> HealthServer | None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -12,22 +10,17 @@ from temporalio.client import Client
 from activities.settings import Capability, Settings
 from clients import tickets
 from tests.helpers import example_ticket, in_state, result_of, submit, wait_for_status
-from workers.main import run_workers
+from workers.main import running_workers
 from workflows import policy
 from workflows.contracts import TicketState
 
 
-@asynccontextmanager
-async def running(client: Client, settings: Settings, *capabilities: Capability) -> AsyncIterator[None]:
+def running(
+    client: Client, settings: Settings, *capabilities: Capability
+) -> AbstractAsyncContextManager[None]:
     """`ticketflow worker` with these capabilities, in this process."""
     own = settings.model_copy(update={"capabilities": list(capabilities), "health_address": ""})
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_workers(client, own, stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
+    return running_workers(client, own)
 
 
 async def scheduled_queues(client: Client, ticket_id: str) -> dict[str, str]:
