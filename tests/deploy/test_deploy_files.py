@@ -2,24 +2,31 @@
 
 No container engine runs here, so nothing is built or started: the compose file is checked as YAML
 against what it must contain, the Dockerfile with a small instruction parser, the Kubernetes manifests
-against the Kubernetes OpenAPI schemas vendored in kubernetes-validate (KEDA's ScaledObject, a CRD,
-structurally), and every TICKETFLOW_* variable against the Settings fields it must set.
+against the Kubernetes OpenAPI schemas vendored in kubernetes-validate (KEDA's ScaledObjects, a CRD,
+structurally), and every TICKETFLOW_* variable against the Settings fields it must set. Each worker's
+environment and config file are parsed into `Settings` as the worker itself would, so the two pools
+(git, llm) are checked by the capabilities the worker will really have.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
+import tempfile
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from activities.settings import Settings
+from activities.settings import CAPABILITIES, Settings
 from workflows import policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +47,31 @@ def services() -> dict[str, dict[str, Any]]:
 
 
 def workers() -> dict[str, dict[str, Any]]:
-    return {name: svc for name, svc in services().items() if name.startswith("worker-")}
+    """Every service that runs the ticketflow worker image, whatever its pool."""
+    return {
+        name: svc
+        for name, svc in services().items()
+        if str(svc.get("image", "")).startswith("ticketflow-worker:")
+    }
+
+
+def compose_settings(service: dict[str, Any]) -> Settings:
+    """What the worker of this service runs with: its environment plus the example config file."""
+    env = {name: interpolate(str(value)) for name, value in service["environment"].items()}
+    return settings_from(env, (COMPOSE_DIR / "ticketflow.example.toml").read_text())
+
+
+def git_workers() -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in workers().items() if "git" in compose_settings(svc).capabilities}
+
+
+def llm_workers() -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in workers().items() if "llm" in compose_settings(svc).capabilities}
+
+
+def interpolate(value: str) -> str:
+    """Compose's `${NAME:-default}` with NAME unset: the default (or empty)."""
+    return re.sub(r"\$\{\w+(?::?-([^}]*))?\}", lambda m: m.group(1) or "", value)
 
 
 # Read by activities/settings.py itself, not fields: where the config file and the state home are.
@@ -52,6 +83,25 @@ def assert_settings_variable(name: str) -> None:
     if name.startswith("TICKETFLOW_") and name not in NOT_FIELDS:
         field = name.removeprefix("TICKETFLOW_").lower()
         assert field in Settings.model_fields, f"{name} sets no Settings field"
+
+
+def settings_from(env: Mapping[str, str], config_toml: str) -> Settings:
+    """`Settings()` as a worker with exactly this environment and config file builds it (pydantic-settings
+    parses the values: JSON lists such as TICKETFLOW_CAPABILITIES included); ours are left out."""
+    with tempfile.TemporaryDirectory() as home:
+        config = Path(home) / "config.toml"
+        config.write_text(config_toml)
+        outer = {k: v for k, v in os.environ.items() if not k.startswith("TICKETFLOW_")}
+        environment = {**outer, "TICKETFLOW_HOME": home, **env, "TICKETFLOW_CONFIG": str(config)}
+        with mock.patch.dict(os.environ, environment, clear=True):
+            return Settings()
+
+
+def scaled_queue(settings: Settings) -> str:
+    """The queue a single-capability pool is scaled on: the shared queue (workflows, prepare_workspace)
+    for git workers, the LLM queue for llm workers; host queues are per worker and never scaled on."""
+    (capability,) = settings.capabilities
+    return settings.task_queue if capability == "git" else policy.llm_queue(settings.task_queue)
 
 
 # ----------------------------------------------------------------------------------------- compose
@@ -69,7 +119,8 @@ def test_compose_has_the_production_services() -> None:
         "grafana",
     }
     assert expected <= found.keys()
-    assert len(workers()) >= 2
+    assert len(git_workers()) >= 2
+    assert len(llm_workers()) >= 1
     assert found["temporal"]["image"].startswith("temporalio/server:")  # not the deprecated auto-setup
     assert found["temporal-admin-tools"]["image"].startswith("temporalio/admin-tools:")
     assert found["temporal-ui"]["image"].startswith("temporalio/ui:")
@@ -79,23 +130,44 @@ def test_compose_has_the_production_services() -> None:
     )
 
 
-def test_every_worker_keeps_its_own_name_and_state() -> None:
-    host_ids, volumes = set(), set()
+def test_every_worker_runs_the_image_with_valid_settings() -> None:
     for name, worker in workers().items():
+        for variable in worker["environment"]:
+            assert_settings_variable(variable)
+        compose_settings(worker)  # parses: capabilities and every other value are valid Settings
+        grace = int(worker["stop_grace_period"].removesuffix("s"))
+        assert grace > policy.GRACEFUL_SHUTDOWN.total_seconds(), name
+        assert worker["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert (COMPOSE_DIR / worker["build"]["context"]).resolve() == ROOT
+        assert "./ticketflow.toml:/etc/ticketflow/config.toml:ro" in worker["volumes"], name
+
+
+def test_every_git_worker_keeps_its_own_name_and_state() -> None:
+    host_ids, volumes = set(), set()
+    for name, worker in git_workers().items():
         env = worker["environment"]
+        assert compose_settings(worker).capabilities == ["git"], name
         assert env["TICKETFLOW_HOST_ID"] == worker["hostname"] == name
         host_ids.add(env["TICKETFLOW_HOST_ID"])
         state = [v for v in worker["volumes"] if v.endswith(":/var/lib/ticketflow")]
         assert len(state) == 1, name
         volumes.add(state[0].split(":")[0])
-        for variable in env:
-            assert_settings_variable(variable)
-        grace = int(worker["stop_grace_period"].removesuffix("s"))
-        assert grace > policy.GRACEFUL_SHUTDOWN.total_seconds()
-        assert worker["build"]["dockerfile"] == "deploy/Dockerfile"
-        assert (COMPOSE_DIR / worker["build"]["context"]).resolve() == ROOT
-    assert len(host_ids) == len(volumes) == len(workers())
+    assert len(host_ids) == len(volumes) == len(git_workers())
     assert volumes <= set(compose()["volumes"])
+
+
+def test_llm_workers_need_no_name_or_state_so_they_scale() -> None:
+    for name, worker in llm_workers().items():
+        assert compose_settings(worker).capabilities == ["llm"], name
+        # `docker compose up --scale llm-worker=N`: nothing that must differ per replica.
+        assert not {"hostname", "container_name", "ports"} & worker.keys(), name
+        assert "TICKETFLOW_HOST_ID" not in worker["environment"], name
+        assert not [v for v in worker["volumes"] if v.endswith(":/var/lib/ticketflow")], name
+
+
+def test_compose_serves_every_capability() -> None:
+    served = {c for worker in workers().values() for c in compose_settings(worker).capabilities}
+    assert served == set(CAPABILITIES)
 
 
 def test_compose_mounts_exist() -> None:
@@ -116,14 +188,34 @@ def test_prometheus_scrapes_every_worker_and_uses_the_shared_alerts() -> None:
     targets = {
         target.split(":")[0]
         for job in config["scrape_configs"]
-        for group in job["static_configs"]
+        for group in job.get("static_configs", [])
         for target in group["targets"]
+    }
+    # Scaled services (the LLM workers) are found by name through Docker's DNS, every replica.
+    targets |= {
+        name
+        for job in config["scrape_configs"]
+        for sd in job.get("dns_sd_configs", [])
+        for name in sd["names"]
     }
     assert set(workers()) <= targets
     assert "temporal" in targets
     assert config["rule_files"] == ["alerts.yml"]
     assert "../prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in services()["prometheus"]["volumes"]
     yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+
+
+def test_compose_prometheus_config_passes_promtool(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("`promtool` is not installed (Debian package prometheus; .ci/run installs it)")
+    # Laid out as the container sees it: alerts.yml next to prometheus.yml.
+    shutil.copy(COMPOSE_DIR / "prometheus.yml", tmp_path / "prometheus.yml")
+    shutil.copy(DEPLOY / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
+    done = subprocess.run(
+        [promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_grafana_datasource_matches_the_dashboards() -> None:
@@ -200,17 +292,44 @@ def manifests() -> list[dict[str, Any]]:
     return docs
 
 
+def of_kind(kind: str) -> list[dict[str, Any]]:
+    return [d for d in manifests() if d["kind"] == kind]
+
+
+def workloads() -> list[dict[str, Any]]:
+    """The worker pools: the git StatefulSet and the LLM Deployment."""
+    return of_kind("StatefulSet") + of_kind("Deployment")
+
+
+def pool(kind: str) -> dict[str, Any]:
+    (workload,) = of_kind(kind)
+    return workload
+
+
+def container_of(workload: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = workload["spec"]["template"]["spec"]["containers"]
+    (container,) = containers
+    return container
+
+
+def kube_settings(workload: dict[str, Any]) -> Settings:
+    """What the pod's worker runs with: its literal env values plus the ConfigMap's ticketflow.toml."""
+    env = {e["name"]: e["value"] for e in container_of(workload)["env"] if "value" in e}
+    (configmap,) = of_kind("ConfigMap")
+    return settings_from(env, configmap["data"]["config.toml"])
+
+
 def test_core_manifests_pass_the_kubernetes_schema() -> None:
     core = [d for d in manifests() if not d["apiVersion"].startswith("keda.sh/")]
-    assert {d["kind"] for d in core} >= {"Namespace", "ConfigMap", "Service", "StatefulSet"}
+    assert {d["kind"] for d in core} >= {"Namespace", "ConfigMap", "Service", "StatefulSet", "Deployment"}
     for doc in core:
         kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
 
 
 def test_worker_statefulset_names_its_host_and_probes_health() -> None:
-    (statefulset,) = [d for d in manifests() if d["kind"] == "StatefulSet"]
+    statefulset = pool("StatefulSet")
     pod = statefulset["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    container = container_of(statefulset)
     env = {e["name"]: e for e in container["env"]}
     assert env["TICKETFLOW_HOST_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     for name in env:
@@ -221,20 +340,78 @@ def test_worker_statefulset_names_its_host_and_probes_health() -> None:
     assert pod["terminationGracePeriodSeconds"] > policy.GRACEFUL_SHUTDOWN.total_seconds()
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/var/lib/ticketflow", "/etc/ticketflow"} <= mounts
-    (configmap,) = [d for d in manifests() if d["kind"] == "ConfigMap"]
+    (configmap,) = of_kind("ConfigMap")
     Settings(**tomllib.loads(configmap["data"]["config.toml"]))
 
 
-def test_scaledobject_scales_the_workers_on_the_shared_queue_backlog() -> None:
-    (scaled,) = [d for d in manifests() if d["kind"] == "ScaledObject"]
-    (statefulset,) = [d for d in manifests() if d["kind"] == "StatefulSet"]
-    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
-    target = scaled["spec"]["scaleTargetRef"]
-    assert (target["kind"], target["name"]) == ("StatefulSet", statefulset["metadata"]["name"])
+def test_statefulset_is_the_git_pool() -> None:
+    assert kube_settings(pool("StatefulSet")).capabilities == ["git"]
+
+
+def test_llm_deployment_is_the_llm_pool_without_state() -> None:
+    deployment, statefulset = pool("Deployment"), pool("StatefulSet")
+    assert kube_settings(deployment).capabilities == ["llm"]
+    container, git = container_of(deployment), container_of(statefulset)
+    for name in (e["name"] for e in container["env"]):
+        assert_settings_variable(name)
+    # Same worker, same config: only its capabilities, slots and resources differ.
+    assert (container["image"], container.get("args")) == (git["image"], git.get("args"))
+    assert container["envFrom"] == git["envFrom"]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"] == git[probe]["httpGet"], probe
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["terminationGracePeriodSeconds"] > policy.GRACEFUL_SHUTDOWN.total_seconds()
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/etc/ticketflow"}
+    assert [v["configMap"]["name"] for v in pod["volumes"]] == ["ticketflow-config"]
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["resources"] != git["resources"]
+    # Upgrades never leave the LLM queue without a poller.
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    # Neither pool's selector may claim the other's pods.
+    for owner, other in ((deployment, statefulset), (statefulset, deployment)):
+        selector = owner["spec"]["selector"]["matchLabels"].items()
+        assert not selector <= other["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_every_capability_is_served_by_a_workload() -> None:
+    served = {c for workload in workloads() for c in kube_settings(workload).capabilities}
+    assert served == set(CAPABILITIES)
+
+
+def test_each_pool_is_scaled_on_its_own_queue_backlog() -> None:
+    scaled_objects = of_kind("ScaledObject")
+    assert len(scaled_objects) == len(workloads())
+    by_target = {
+        (s["spec"]["scaleTargetRef"]["kind"], s["spec"]["scaleTargetRef"]["name"]): s for s in scaled_objects
+    }
+    for workload in workloads():
+        scaled = by_target[(workload["kind"], workload["metadata"]["name"])]
+        settings = kube_settings(workload)
+        assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+        assert scaled["spec"]["scaleTargetRef"]["apiVersion"] == workload["apiVersion"]
+        (trigger,) = scaled["spec"]["triggers"]
+        assert trigger["type"] == "temporal"
+        assert trigger["metadata"]["taskQueue"] == scaled_queue(settings)
+        assert trigger["metadata"]["endpoint"] == settings.temporal_address
+        assert trigger["metadata"]["namespace"] == settings.namespace
+        assert int(trigger["metadata"]["targetQueueSize"]) >= 1
+        # At least one worker of each capability always runs: a ticket waits for the missing one.
+        assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
+        assert workload["spec"]["replicas"] == scaled["spec"]["minReplicaCount"]
+
+
+def test_git_pool_scales_on_the_shared_queue_and_never_down() -> None:
+    (scaled,) = [s for s in of_kind("ScaledObject") if s["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"]
     (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "temporal"
     assert trigger["metadata"]["taskQueue"] == policy.TASK_QUEUE
-    assert int(trigger["metadata"]["targetQueueSize"]) >= 1
-    assert scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
     behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["selectPolicy"] == "Disabled"
+
+
+def test_llm_pool_scales_on_the_llm_queue() -> None:
+    (scaled,) = [s for s in of_kind("ScaledObject") if s["spec"]["scaleTargetRef"]["kind"] == "Deployment"]
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["metadata"]["taskQueue"] == policy.llm_queue(policy.TASK_QUEUE)
+    # Only activity tasks are sent there; the workflows run in the git pool.
+    assert trigger["metadata"]["queueTypes"] == "activity"
