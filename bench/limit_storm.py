@@ -5,11 +5,12 @@ and activities `ticketflow worker` runs, LimitGate included), submitted like `ti
 (clients/tickets.submit). The classify chain is one model on a fake Ollama (tests/fakes/ollama_server.py)
 that answers every chat with a usage-limit 429 until the reset; the agent is a `command` agent that
 writes one file; the repository is a local bare copy of the example project. Every ticket must end
-DONE (worktree, agent, the repo's unit tests, review and a local PR all run for real). The worker gets
-2 activity slots per ticket (`--slots`; production's default is 8, with which released tickets' classify
-calls queue for slots behind earlier tickets' prepare_workspace: see docs/benchmarks.md). One warm-up
-ticket goes first on another provider (so the storm meets a new gate, as in the gate's design; with
-`--warm-gate` it opens the storm provider's gate instead and the storm meets an open gate).
+DONE (worktree, agent, the repo's unit tests, review and a local PR all run for real). The worker has
+production's slots by default (Settings' max_concurrent_activities and max_concurrent_llm_activities,
+8 and 8; `--slots N` sets both): classify runs on the LLM queue with slots of its own, so released
+tickets no longer wait for slots behind other tickets' prepare_workspace (see docs/benchmarks.md).
+One warm-up ticket goes first on another provider (so the storm meets a new gate, as in the gate's
+design; with `--warm-gate` it opens the storm provider's gate instead and the storm meets an open gate).
 
 Baseline side: TicketWorkflow has no naive mode, so the baseline is a simulated ticket reduced to its
 model call (StormTicketWorkflow, through the real OllamaClient) that retries on its own with exponential
@@ -98,14 +99,36 @@ def resume_figures(fake: ScriptedModelServer, reset: float) -> dict[str, Any]:
 # ------------------------------------------------------------------------ gated: the real ticket
 
 
-def storm_settings(client: Client, root: Path, url: str, slots: int) -> Settings:
+class Slots(BaseModel):
+    """The worker's activity slots: git work (shared and host queues) and model calls (LLM queue)."""
+
+    activities: int
+    llm_activities: int
+
+
+def production_slots() -> Slots:
+    """What a worker gets with default Settings."""
+    fields = Settings.model_fields
+    return Slots(
+        activities=fields["max_concurrent_activities"].default,
+        llm_activities=fields["max_concurrent_llm_activities"].default,
+    )
+
+
+def storm_settings(client: Client, root: Path, url: str, slots: Slots) -> Settings:
     """A worker's settings: classify on the fake (two providers, so the warm-up has its own gate)."""
     provider = ProviderConfig(base_url=url, num_ctx=8192, connect_timeout_seconds=2, read_timeout_seconds=10)
     models = ModelsConfig(providers={STORM: provider, WARMUP: provider}, classify=[f"{STORM}/{MODEL}"])
     remote = create_example_remote(root / "remotes" / "calc.git")
     agent = script_agent(root / "agents", "note", AGENT)
     return worker_settings(
-        client, root / "state", remote, agent, models=models, max_concurrent_activities=slots
+        client,
+        root / "state",
+        remote,
+        agent,
+        models=models,
+        max_concurrent_activities=slots.activities,
+        max_concurrent_llm_activities=slots.llm_activities,
     )
 
 
@@ -145,7 +168,7 @@ def held_at_gate(result: TicketResult) -> bool:
 
 
 async def gated_storm(
-    client: Client, root: Path, *, count: int, limit_seconds: float, warm_gate: bool, slots: int
+    client: Client, root: Path, *, count: int, limit_seconds: float, warm_gate: bool, slots: Slots
 ) -> dict[str, Any]:
     fake = FakeOllama(models={MODEL})
     fake.responder = lambda body: Reply(content=CLASSIFICATION)
@@ -179,6 +202,7 @@ async def gated_storm(
         "gate": gate.model_dump(include={"state", "passes", "probes", "limits_reported", "runs"}),
         "gate_was_new": not warm_gate,
         "activity_slots": settings.max_concurrent_activities,
+        "llm_activity_slots": settings.max_concurrent_llm_activities,
         "wall_seconds": round(elapsed, 3),
     }
 
@@ -298,7 +322,7 @@ async def naive_storm(client: Client, *, count: int, limit_seconds: float) -> di
 # ------------------------------------------------------------------------------------------ run
 
 
-async def run(count: int, limit_seconds: float, warm_gate: bool, slots: int) -> dict[str, Any]:
+async def run(count: int, limit_seconds: float, warm_gate: bool, slots: Slots) -> dict[str, Any]:
     load_before = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="bench-limit-storm-") as scratch:
         async with dev_server() as env:
@@ -319,6 +343,7 @@ async def run(count: int, limit_seconds: float, warm_gate: bool, slots: int) -> 
         "bench": "limit_storm",
         "tickets": count,
         "limit_seconds": limit_seconds,
+        "slots": {**slots.model_dump(), "production": slots == production_slots()},
         "driver": {
             "gated": "the real TicketWorkflow on a ticketflow worker (workers.main.run_workers), "
             "classify through the LimitGate to a fake Ollama; agent, checks, review, PR real",
@@ -360,17 +385,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="the warm-up ticket opens the storm provider's gate first (the storm meets an open gate)",
     )
+    default = production_slots()
     parser.add_argument(
         "--slots",
         type=int,
         default=0,
-        help="the worker's activity slots; default: 2 x tickets (production: 8)",
+        help="the worker's activity slots, git and LLM alike; default: production's "
+        f"({default.activities} and {default.llm_activities})",
     )
     args = parser.parse_args(argv)
+    slots = Slots(activities=args.slots, llm_activities=args.slots) if args.slots > 0 else default
     logging.getLogger("temporalio.activity").addFilter(ExpectedLimit())
-    figures = asyncio.run(
-        run(args.tickets, args.limit_seconds, args.warm_gate, args.slots or 2 * args.tickets)
-    )
+    figures = asyncio.run(run(args.tickets, args.limit_seconds, args.warm_gate, slots))
     print(json.dumps(figures), flush=True)
 
 
