@@ -33,8 +33,7 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,7 @@ from bench.harness import dev_server, machine, script_agent, worker_settings
 from clients import tickets
 from clients.example_repo import create_example_remote
 from tests.fakes.ollama_server import FakeOllama, Reply, ScriptedModelServer, serve
-from workers.main import run_workers
+from workers.main import running_workers
 from workflows import policy
 from workflows.contracts import GateStatus, Ticket, TicketResult, TicketState
 from workflows.limit_gate import USAGE_LIMIT_ERROR, GateClient, LimitGateWorkflow
@@ -142,18 +141,6 @@ def storm_ticket(name: str, title: str, provider: str) -> Ticket:
     )
 
 
-@asynccontextmanager
-async def ticketflow_worker(client: Client, settings: Settings) -> AsyncIterator[None]:
-    """`ticketflow worker` in this process: run_workers until the block ends."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_workers(client, settings, stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
-
-
 async def submit_and_finish(client: Client, settings: Settings, batch: list[Ticket]) -> list[TicketResult]:
     """Submit like `ticketflow submit` (repository check included), all at once; wait for the results."""
     submitted = await asyncio.gather(*(tickets.submit(client, settings, t) for t in batch))
@@ -174,7 +161,7 @@ async def gated_storm(
     fake.responder = lambda body: Reply(content=CLASSIFICATION)
     with serve(fake):
         settings = storm_settings(client, root, fake.url, slots)
-        async with ticketflow_worker(client, settings):
+        async with running_workers(client, settings):
             # A running worker is warm: sandbox imports, the repository mirror, the agent's first start.
             warmup = storm_ticket("warmup", "Limit storm warm-up", STORM if warm_gate else WARMUP)
             await submit_and_finish(client, settings, [warmup])
@@ -345,7 +332,7 @@ async def run(count: int, limit_seconds: float, warm_gate: bool, slots: Slots) -
         "limit_seconds": limit_seconds,
         "slots": {**slots.model_dump(), "production": slots == production_slots()},
         "driver": {
-            "gated": "the real TicketWorkflow on a ticketflow worker (workers.main.run_workers), "
+            "gated": "the real TicketWorkflow on a ticketflow worker (workers.main.running_workers), "
             "classify through the LimitGate to a fake Ollama; agent, checks, review, PR real",
             "baseline": "simulated ticket workflows (one model call via OllamaClient) with per-ticket "
             "exponential backoff; TicketWorkflow has no naive mode",
