@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from activities.settings import Settings, config_file
-from clients import devserver, intake_commands, stats, tickets, watch
+from clients import devserver, intake_commands, stats, tickets, watch, worktrees
 from clients.connect import TemporalUnavailable, connect
 from clients.intake import find_cycles
 from clients.ticket_files import TicketError, explain, load_ticket_file
@@ -336,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="run on the built-in fake Ollama even if one runs")
     intake_commands.add_commands(command)
     watch.add_commands(command)
+    worktrees.add_commands(command)
     return parser
 
 
