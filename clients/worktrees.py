@@ -97,14 +97,25 @@ async def lookup(client: Client, ticket_id: str) -> Lookup:
     return Lookup(state, running=False, ended=desc.close_time)
 
 
-def plan(found: Lookup, failed_older_than: float | None, now: datetime) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Rules:
+    """What --prune may release beyond DONE/CANCELLED/TERMINATED/TIMED_OUT tickets."""
+
+    failed_older_than: float | None = None  # days; None keeps every FAILED ticket's worktree
+    unknown: bool = False  # worktrees of tickets Temporal does not know (a wrong server looks the same)
+
+
+def plan(found: Lookup, rules: Rules, now: datetime) -> tuple[str, str]:
     """("release" | "keep", why). Only tickets that will never run in their worktree again are released."""
     if found.running:
         return "keep", f"ticket is running ({found.state})"
+    if found.state == UNKNOWN and not rules.unknown:
+        return "keep", "no such ticket on this Temporal server (release it with --unknown)"
     if found.state in RELEASABLE:
         return "release", f"ticket is {found.state}"
     if found.state != "FAILED":
         return "keep", f"ticket is {found.state}"
+    failed_older_than = rules.failed_older_than
     if failed_older_than is None:
         return "keep", "FAILED: `ticketflow retry` resumes in it (prune it with --failed-older-than DAYS)"
     age = (now - found.ended).total_seconds() if found.ended else 0.0
@@ -158,13 +169,11 @@ def mirror_of(path: Path, mirrors_dir: Path) -> Path | None:
     return mirror
 
 
-async def inspect_worktree(
-    client: Client, settings: Settings, path: Path, failed_older_than: float | None
-) -> Worktree:
+async def inspect_worktree(client: Client, settings: Settings, path: Path, rules: Rules) -> Worktree:
     size, newest = await asyncio.to_thread(disk_usage, path)
     now = datetime.now(UTC)
     found = await lookup(client, path.name)
-    action, reason = plan(found, failed_older_than, now)
+    action, reason = plan(found, rules, now)
     mirror = await asyncio.to_thread(mirror_of, path, settings.mirrors_dir)
     ref = await worktree_pool.worktree_head(path, mirror) if mirror else None
     # Only what git can commit and the workers' code can release is released; the rest is reported.
@@ -204,11 +213,9 @@ async def inspect_pools(settings: Settings) -> list[Pool]:
     return pools
 
 
-async def survey(
-    client: Client, settings: Settings, failed_older_than: float | None
-) -> tuple[list[Worktree], list[Pool]]:
+async def survey(client: Client, settings: Settings, rules: Rules) -> tuple[list[Worktree], list[Pool]]:
     paths = await asyncio.to_thread(_folders, settings.worktrees_dir)
-    found = [await inspect_worktree(client, settings, p, failed_older_than) for p in paths]
+    found = [await inspect_worktree(client, settings, p, rules) for p in paths]
     return found, await inspect_pools(settings)
 
 
@@ -243,12 +250,12 @@ async def release(workspace: WorkspaceActivities, settings: Settings, tree: Work
 
 
 async def prune_one(
-    client: Client, workspace: WorkspaceActivities, settings: Settings, tree: Worktree, days: float | None
+    client: Client, workspace: WorkspaceActivities, settings: Settings, tree: Worktree, rules: Rules
 ) -> None:
     # Asked again right before: listing a large host takes a while, and a FAILED ticket may be retried.
     found = await lookup(client, tree.ticket_id)
     tree.state = found.state
-    tree.action, tree.reason = plan(found, days, datetime.now(UTC))
+    tree.action, tree.reason = plan(found, rules, datetime.now(UTC))
     if tree.action != "release":
         tree.result = f"kept: {tree.reason}"
         return
@@ -259,7 +266,7 @@ async def prune_one(
 
 
 async def prune(
-    client: Client, settings: Settings, trees: list[Worktree], pools: list[Pool], days: float | None
+    client: Client, settings: Settings, trees: list[Worktree], pools: list[Pool], rules: Rules
 ) -> list[Pool]:
     """Trim the pools first, so released worktrees fill them back up to the limit with fresh entries;
     returns the pools as they are afterwards."""
@@ -267,7 +274,7 @@ async def prune(
     trimmed = {p.repo: await trim_pool(workspace, settings, p) for p in pools if p.action != "keep"}
     for tree in trees:
         if tree.action == "release":
-            await prune_one(client, workspace, settings, tree, days)
+            await prune_one(client, workspace, settings, tree, rules)
         else:
             tree.result = f"kept: {tree.reason}"
     after = await inspect_pools(settings)
@@ -351,9 +358,10 @@ async def cmd_worktrees(args: argparse.Namespace, settings: Settings) -> int:
     if days is not None and days < 0:
         raise tickets.TicketOperationError("--failed-older-than: DAYS must be 0 or more")
     client = await connect(settings)
-    trees, pools = await survey(client, settings, days)
+    rules = Rules(failed_older_than=days, unknown=args.unknown)
+    trees, pools = await survey(client, settings, rules)
     if args.prune:
-        pools = await prune(client, settings, trees, pools, days)
+        pools = await prune(client, settings, trees, pools, rules)
     if args.json:
         print(json.dumps(as_dict(settings, trees, pools), indent=2, default=str))
     else:
@@ -370,7 +378,12 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--prune",
         action="store_true",
-        help="release the worktrees of DONE, CANCELLED and unknown tickets; trim the pool",
+        help="release the worktrees of DONE and CANCELLED tickets; trim the pool",
+    )
+    p.add_argument(
+        "--unknown",
+        action="store_true",
+        help="also release worktrees whose ticket Temporal does not know (check the server first!)",
     )
     p.add_argument(
         "--failed-older-than",

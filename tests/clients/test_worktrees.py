@@ -96,7 +96,7 @@ async def test_prune_releases_finished_and_unknown_keeps_running_and_trims_the_p
         done.id: ("DONE", "release"),
         blocked.id: ("BLOCKED", "keep"),
         ended.id: ("TERMINATED", "release"),
-        "wt-ghost": (UNKNOWN, "release"),
+        "wt-ghost": (UNKNOWN, "keep"),  # a wrong server would make every ticket look unknown
         "stray": (UNKNOWN, "keep"),
     }
     assert trees[done.id]["branch"] == done.branch and trees[done.id]["repo"] == mirror.name
@@ -113,10 +113,12 @@ async def test_prune_releases_finished_and_unknown_keeps_running_and_trims_the_p
     code, out, _ = await run_cli(monkeypatch, capsys, worker, "worktrees")
     assert code == 0
     assert "keep: ticket is running (BLOCKED)" in line_of(out, blocked.id)
-    assert "release: ticket is unknown to Temporal" in line_of(out, "wt-ghost")
+    assert "keep: no such ticket on this Temporal server (release it with --unknown)" in line_of(
+        out, "wt-ghost"
+    )
     assert "3/1 idle" in out and "trim 2" in out
 
-    code, out, _ = await run_cli(monkeypatch, capsys, worker, "worktrees", "--prune")
+    code, out, _ = await run_cli(monkeypatch, capsys, worker, "worktrees", "--prune", "--unknown")
     assert code == 0, out
     assert "removed; uncommitted work committed onto ticketflow/wt-ghost-x as " in line_of(out, "wt-ghost")
     assert f"removed; uncommitted work committed onto {done.branch} as " in line_of(out, done.id)
