@@ -110,12 +110,17 @@ async def sync_mirror(url: str, mirror: Path, secrets: list[str], env: dict[str,
     await asyncio.to_thread(mirror.parent.mkdir, parents=True, exist_ok=True)
     if not await asyncio.to_thread((mirror / "HEAD").is_file):
         await _clone_mirror(url, mirror, secrets, env)
-    stale = await asyncio.to_thread(stale_ref_locks, mirror, STALE_LOCK_SECONDS)
-    if stale:
-        await asyncio.to_thread(remove_locks, stale)
-        log.warning("removed %d ref lock(s) a killed git left in %s", len(stale), mirror)
-    await asyncio.to_thread(clear_interrupted_adds, mirror)
     await git(mirror, "fetch", "--prune", "--quiet", "origin", env=env, timeout=FETCH_TIMEOUT)
+
+
+def recover_mirror(mirror: Path) -> None:
+    """Undo what killed gits left in the mirror; the caller holds the mirror lock, so no live git of ours
+    is writing it (agents' commits in worktrees take only their own branch's locks, briefly)."""
+    stale = stale_ref_locks(mirror, STALE_LOCK_SECONDS)
+    if stale:
+        remove_locks(stale)
+        log.warning("removed %d ref lock(s) a killed git left in %s", len(stale), mirror)
+    clear_interrupted_adds(mirror)
 
 
 def clear_interrupted_adds(mirror: Path) -> list[str]:
@@ -201,7 +206,6 @@ async def ensure_worktree(
     if await asyncio.to_thread(path.exists):
         await asyncio.to_thread(shutil.rmtree, path)  # broken leftovers; commits live in the mirror
     await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-    await asyncio.to_thread(clear_interrupted_adds, mirror)
     await git(mirror, "worktree", "prune")  # forget worktrees whose directories are gone
     # The branch is this ticket's alone and its mirror is locked: a lock on it is a killed git's.
     if await asyncio.to_thread(remove_locks, [branch_lock(mirror, branch)]):
@@ -253,6 +257,7 @@ class WorkspaceActivities:
         """Fetch the mirror and create or reuse the worktree; returns the base commit."""
         requested = time.monotonic()
         async with self._locked(mirror):
+            await asyncio.to_thread(recover_mirror, mirror)
             # A fetch that started after this ticket asked is as fresh as one it would run itself:
             # tickets queued behind one fetch share it instead of fetching one after another.
             if self._fetch_started.get(str(mirror), float("-inf")) < requested:
@@ -316,11 +321,29 @@ class WorkspaceActivities:
             async with self._locked(mirror):
                 await worktree_pool.discard(mirror, path)  # broken leftovers; commits live in the mirror
             return "removed"
+        save = None
         if req.state is TicketState.CANCELLED:
             message = f"wip(ticketflow {req.ticket_id}): uncommitted work at cancellation"
-            if not await worktree_pool.save_uncommitted(path, req.workspace.branch, message):
-                return "kept"  # work that cannot go onto the branch is left where it is
-        return await self._recycle_or_remove(mirror, path, req.ticket_id)
+            save = (req.workspace.branch, message)
+        return await self.give_back(mirror, path, req.ticket_id, save)
+
+    async def give_back(
+        self, mirror: Path, path: Path, ticket_id: str, save: tuple[str, str] | None = None
+    ) -> str:
+        """Recycle the worktree into its pool or remove it ("recycled" / "removed"). With save = (branch,
+        message), uncommitted work is first committed onto the branch; "kept" if it cannot go there."""
+        if save is not None and not await worktree_pool.save_uncommitted(path, *save):
+            return "kept"  # work that cannot go onto the branch is left where it is
+        return await self._recycle_or_remove(mirror, path, ticket_id)
+
+    async def trim_pool(self, mirror: Path) -> int:
+        """Remove the oldest idle worktrees beyond worktree_pool_size; returns how many."""
+        pool = worktree_pool.pool_for(self._settings.worktree_pool_dir, mirror)
+        async with self._locked(mirror):  # no claim or park runs on this pool meanwhile
+            extra = (await asyncio.to_thread(worktree_pool.idle, pool))[self._settings.worktree_pool_size :]
+            for entry in extra:
+                await worktree_pool.discard(mirror, entry)
+        return len(extra)
 
     async def _recycle_or_remove(self, mirror: Path, path: Path, ticket_id: str) -> str:
         pool = worktree_pool.pool_for(self._settings.worktree_pool_dir, mirror)

@@ -25,7 +25,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import worktree_pool
-from activities.gitops import GitError, head
+from activities.gitops import GitError, git, head
 from activities.settings import Settings
 from activities.workspace import WorkspaceActivities
 from clients import tickets
@@ -222,31 +222,21 @@ async def survey(client: Client, settings: Settings, rules: Rules) -> tuple[list
 # ------------------------------------------------------------------------------------- pruning
 
 
-async def trim_pool(workspace: WorkspaceActivities, settings: Settings, pool: Pool) -> int:
-    """Remove the oldest idle worktrees beyond worktree_pool_size (`git worktree remove --force`)."""
-    mirror = settings.mirrors_dir / pool.repo
-    # The workers' own lock (in-process and file): no claim or park runs on this pool meanwhile.
-    async with workspace._locked(mirror):
-        entries = await asyncio.to_thread(worktree_pool.idle, Path(pool.path))
-        extra = entries[settings.worktree_pool_size :]
-        for entry in extra:
-            await worktree_pool.discard(mirror, entry)
-    return len(extra)
-
-
 async def release(workspace: WorkspaceActivities, settings: Settings, tree: Worktree) -> None:
     """Commit what is uncommitted onto the branch (as a cancelled ticket's release does), then recycle
     the worktree into its pool or remove it, exactly as release_workspace does; the branch stays."""
     path = Path(tree.path)
     mirror = settings.mirrors_dir / str(tree.repo)
+    branch = tree.branch or ""
     before = await head(path)
     message = f"wip(ticketflow {tree.ticket_id}): uncommitted work saved by `ticketflow worktrees --prune`"
-    if not await worktree_pool.save_uncommitted(path, tree.branch or "", message):
+    result = await workspace.give_back(mirror, path, tree.ticket_id, (branch, message))
+    if result == "kept":
         tree.result = "kept: its uncommitted work cannot be committed onto its branch (detached HEAD?)"
         return
-    after = await head(path)
+    after = (await git(mirror, "rev-parse", f"refs/heads/{branch}")).strip() if branch else before
     tree.saved_commit = after if after != before else None
-    tree.result = await workspace._recycle_or_remove(mirror, path, tree.ticket_id)
+    tree.result = result
 
 
 async def prune_one(
@@ -271,7 +261,9 @@ async def prune(
     """Trim the pools first, so released worktrees fill them back up to the limit with fresh entries;
     returns the pools as they are afterwards."""
     workspace = WorkspaceActivities(settings)
-    trimmed = {p.repo: await trim_pool(workspace, settings, p) for p in pools if p.action != "keep"}
+    trimmed = {
+        p.repo: await workspace.trim_pool(settings.mirrors_dir / p.repo) for p in pools if p.action != "keep"
+    }
     for tree in trees:
         if tree.action == "release":
             await prune_one(client, workspace, settings, tree, rules)
