@@ -604,11 +604,19 @@ class TicketWorkflow:
             until = result.reset_at
         else:
             until = now + timedelta(seconds=result.retry_after_seconds or 3600)
-        self._status.waiting_until = until
-        self._transition(TicketState.WAITING_FOR_LIMIT, Stage.RUN_AGENT, note=result.reason)
         # A little jitter so tickets waiting on one limit don't all wake in the same instant.
         delay = max(until - now, timedelta(seconds=1)) + timedelta(seconds=workflow.random().uniform(0, 1))
-        await workflow.sleep(delay, summary=f"usage limit until {until.isoformat()}")
+        summary = f"usage limit until {until.isoformat()}"
+        state, stage = TicketState.WAITING_FOR_LIMIT, Stage.RUN_AGENT
+        await self._sleep_visibly(state, stage, until, delay, result.reason, summary)
+
+    async def _sleep_visibly(
+        self, state: TicketState, stage: Stage, until: datetime, delay: timedelta, note: str, summary: str
+    ) -> None:
+        """Show the ticket waiting in `state` until `until`, and sleep durably for `delay`."""
+        self._status.waiting_until = until
+        self._transition(state, stage, note=note)
+        await workflow.sleep(delay, summary=summary)
         self._status.waiting_until = None
 
     async def _wait_for_model_server(self, stage: Stage, err: ActivityError) -> bool:
@@ -626,11 +634,11 @@ class TicketWorkflow:
         until = now + timedelta(seconds=pause)
         at = until.isoformat(timespec="seconds")
         cause = err.cause.message if isinstance(err.cause, ApplicationError) else str(err)
-        self._status.waiting_until = until
         note = f"no model answered ({cause}); {stage.value} runs again at {at}"
-        self._transition(TicketState.WAITING_FOR_MODEL, stage, note=note)
-        await workflow.sleep(timedelta(seconds=pause), summary=f"model server down; retry at {at}")
-        self._status.waiting_until = None
+        summary = f"model server down; retry at {at}"
+        await self._sleep_visibly(
+            TicketState.WAITING_FOR_MODEL, stage, until, timedelta(seconds=pause), note, summary
+        )
         return True
 
     async def _continue_as_new_if_long(self, stage: Stage) -> None:
@@ -880,9 +888,6 @@ def _human_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-__all__ = ["TicketWorkflow", "workflow_id_for"]
-
-
 def _model_down(err: ActivityError) -> bool:
     """A model stage ran out of retries because no model of its chain could answer for now."""
     cause = err.cause
@@ -891,3 +896,6 @@ def _model_down(err: ActivityError) -> bool:
         and cause.type in policy.MODEL_DOWN_ERRORS
         and err.retry_state is RetryState.MAXIMUM_ATTEMPTS_REACHED
     )
+
+
+__all__ = ["TicketWorkflow", "workflow_id_for"]
