@@ -7,11 +7,13 @@ the UI, so configuration and secrets stay out of them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -142,6 +144,23 @@ class NotifyTarget(BaseModel):
 
 def default_state_dir() -> Path:
     return Path(os.environ.get("TICKETFLOW_HOME", Path.home() / ".ticketflow"))
+
+
+def _key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+def to_toml(data: Mapping[str, Any], table: str = "") -> str:
+    """A config file's TOML (what Settings reads back): strings, numbers, booleans, lists of them and
+    nested tables. (JSON strings and arrays of scalars are valid TOML values.)"""
+    scalars = {k: v for k, v in data.items() if not isinstance(v, Mapping) and v is not None}
+    lines = [f"[{table}]"] if table and scalars else []
+    lines += [f"{_key(k)} = {json.dumps(v)}" for k, v in scalars.items()]
+    text = "\n".join(lines) + ("\n\n" if lines else "")
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            text += to_toml(value, f"{table}.{_key(key)}" if table else _key(key))
+    return text
 
 
 def config_file() -> Path | None:

@@ -19,7 +19,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.settings import AgentConfig, RepoConfig, Settings
+from activities.settings import AgentConfig, RepoConfig, Settings, to_toml
 from clients.devserver import temporal_binary
 from workflows import policy, visibility
 from workflows.contracts import (
@@ -206,14 +206,5 @@ def emit(result: dict[str, Any]) -> None:
 
 
 def write_config(path: Path, values: dict[str, Any]) -> None:
-    """A ticketflow.toml for the worker process (TOML via JSON-compatible literals)."""
-    lines: list[str] = []
-    tables: list[str] = []
-    for key, value in values.items():
-        if isinstance(value, dict):
-            for name, sub in value.items():
-                tables.append(f"[{key}.{name}]")
-                tables += [f"{k} = {json.dumps(v)}" for k, v in sub.items()]
-        else:
-            lines.append(f"{key} = {json.dumps(value)}")
-    path.write_text("\n".join(lines + tables) + "\n")
+    """A ticketflow.toml for the worker process."""
+    path.write_text(to_toml(values))

@@ -13,17 +13,15 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
 
-from activities.settings import AgentConfig, RepoConfig, Settings
+from activities.settings import AgentConfig, RepoConfig, Settings, to_toml
 from clients import devserver, tickets
 from clients.connect import connect, ensure_search_attributes
 from clients.demo_models import ModelServer, ModelServerError, choose, describe
@@ -37,23 +35,6 @@ SETTLED = {
     TicketState.FAILED.value,
     TicketState.CANCELLED.value,
 }
-
-
-def _key(name: str) -> str:
-    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
-
-
-def to_toml(data: Mapping[str, Any], table: str = "") -> str:
-    """Enough TOML for the demo's config: strings, numbers, booleans, lists of them, nested tables.
-    (JSON strings and arrays of scalars are valid TOML values.)"""
-    scalars = {k: v for k, v in data.items() if not isinstance(v, Mapping) and v is not None}
-    lines = [f"[{table}]"] if table and scalars else []
-    lines += [f"{_key(k)} = {json.dumps(v)}" for k, v in scalars.items()]
-    text = "\n".join(lines) + ("\n\n" if lines else "")
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            text += to_toml(value, f"{table}.{_key(key)}" if table else _key(key))
-    return text
 
 
 def demo_settings(settings: Settings, server: ModelServer) -> tuple[Settings, Path]:

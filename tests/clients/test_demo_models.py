@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.settings import ModelsConfig, Settings
-from clients.demo import demo_settings, to_toml
+from activities.settings import ModelsConfig, Settings, to_toml
+from clients.demo import demo_settings
 from clients.demo_models import ModelServer, missing_models, ollama_url, recommended
 
 
