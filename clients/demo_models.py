@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from activities.llm.chains import split_ref
 from activities.settings import ModelsConfig, Settings
 from clients import devserver
 from clients.example_repo import examples_dir
@@ -60,10 +61,6 @@ def recommended() -> dict[str, Any]:
         return tomllib.load(handle)
 
 
-def _bare(name: str) -> str:
-    return name.split("/", 1)[1] if "/" in name else name
-
-
 def _installed(name: str, tags: set[str]) -> bool:
     return name in tags or (":" not in name and f"{name}:latest" in tags)
 
@@ -88,13 +85,18 @@ def _models_config(config: dict[str, Any], url: str) -> ModelsConfig:
     return ModelsConfig.model_validate({**models, "providers": providers})
 
 
+def _model_names(models: ModelsConfig, stage: str) -> list[str]:
+    """The stage's chain as the model names a server lists (without the provider prefix)."""
+    return [split_ref(ref, list(models.providers) or ["local"]).model for ref in getattr(models, stage)]
+
+
 def missing_models(models: ModelsConfig, installed: set[str]) -> dict[str, list[str]]:
     """Per stage with no installed model at all: the chain it would need (one pull is enough)."""
-    chains = {stage: getattr(models, stage) for stage in STAGES}
+    chains = {stage: _model_names(models, stage) for stage in STAGES}
     return {
-        stage: [_bare(n) for n in chain]
+        stage: chain
         for stage, chain in chains.items()
-        if not any(_installed(_bare(n), installed) for n in chain)
+        if not any(_installed(name, installed) for name in chain)
     }
 
 
@@ -142,7 +144,8 @@ async def choose(settings: Settings, ollama_host: str | None, *, offline: bool) 
                 f"({pulls}); or run `ticketflow demo --offline` for the built-in fake server"
             )
         return ModelServer(url, True, version, models, max_turns)
-    names = sorted({_bare(n) for stage in STAGES for n in config["models"].get(stage, [])})
+    chains = _models_config(config, url)
+    names = sorted({name for stage in STAGES for name in _model_names(chains, stage)})
     fake = await start_fake(settings, names)
     return ModelServer(fake, False, "fake", _models_config(config, fake), max_turns)
 

@@ -89,10 +89,15 @@ def parse_ref(ref: str, settings: Settings) -> ModelRef:
     providers = settings.models.providers
     if not providers:
         raise ModelsNotConfigured("no model providers configured: add [models.providers.<name>]")
+    return split_ref(ref, list(providers))
+
+
+def split_ref(ref: str, providers: list[str]) -> ModelRef:
+    """`provider/model` when the prefix names a provider, else a model of the first provider."""
     head, sep, rest = ref.partition("/")
     if sep and head in providers:
         return ModelRef(head, rest)
-    return ModelRef(next(iter(providers)), ref)
+    return ModelRef(providers[0], ref)
 
 
 def chain_for(settings: Settings, stage: str, ticket: Ticket | None = None) -> list[ModelRef]:
