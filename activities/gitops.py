@@ -6,7 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
-from activities.repos import git_env
+from activities import git_guard
+from activities.git_guard import GitLocateError
 
 COMMIT_IDENTITY = ["-c", "user.name=ticketflow", "-c", "user.email=ticketflow@localhost"]
 
@@ -19,13 +20,28 @@ class GitError(Exception):
         super().__init__(f"git {' '.join(args[:3])} failed: {last}")
 
 
-async def git(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
-    """Run `git <args>` in cwd and return stdout; raise GitError with git's own message on failure."""
+async def git(cwd: Path | None, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    """Run `git <args>` pinned to the repository at cwd and return stdout; raise GitError with git's own
+    message on failure.
+
+    cwd is a ticketflow mirror or worktree, another repository (a local git host's remote), or None for
+    a command that needs none (clone, ls-remote by URL). git never finds its directories, config or hooks
+    on its own: activities/git_guard.py decides them, and raises GitTampered when a mirror's config is
+    not ticketflow's. env adds to the environment (a git host's credential helper).
+    """
+    try:
+        location = await asyncio.to_thread(git_guard.locate, cwd)
+    except (GitLocateError, OSError) as exc:
+        raise GitError(args, 128, f"fatal: {exc}") from None
+    if location.mirror is not None:
+        await git_guard.verify_mirror_config(location.mirror)
+    network = git_guard.subcommand(args) in git_guard.NETWORK_COMMANDS
     proc = await asyncio.create_subprocess_exec(
         "git",
+        *git_guard.pinned_options(),
         *args,
-        cwd=str(cwd),
-        env=git_env(env),
+        cwd=str(git_guard.cwd_for(location)),
+        env=git_guard.pinned_environment(location, network, env or {}),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from activities.gitops import GitError, git
 from activities.settings import Settings
 from workflows.contracts import slugify
 
@@ -83,27 +83,11 @@ def _git_reason(stderr: str) -> str:
 
 async def check_reachable(repo: ResolvedRepo, base_branch: str, timeout: float) -> None:
     """`git ls-remote` the repository and make sure the base branch exists there."""
-    proc = await asyncio.create_subprocess_exec(
-        "git",
-        "ls-remote",
-        "--heads",
-        "--",
-        repo.url,
-        base_branch,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=git_env(),
-    )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        out = await git(None, "ls-remote", "--heads", "--", repo.url, base_branch, timeout=timeout)
     except TimeoutError as exc:
-        proc.kill()
-        await proc.wait()
         raise RepoError(f"repository {repo.name!r} did not answer within {timeout:.0f}s") from exc
-    if proc.returncode != 0:
-        raise RepoError(
-            f"repository {repo.name!r} is unreachable: {_git_reason(err.decode(errors='replace'))}"
-        )
-    if f"refs/heads/{base_branch}" not in out.decode(errors="replace"):
+    except GitError as exc:
+        raise RepoError(f"repository {repo.name!r} is unreachable: {_git_reason(exc.stderr)}") from exc
+    if f"refs/heads/{base_branch}" not in out:
         raise RepoError(f"repository {repo.name!r} has no branch {base_branch!r}")

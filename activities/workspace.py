@@ -91,14 +91,26 @@ async def _clone_mirror(url: str, mirror: Path, secrets: list[str], env: dict[st
     tmp = mirror.with_name(mirror.name + ".partial")
     await asyncio.to_thread(shutil.rmtree, tmp, True)
     try:
+        # No repository around: git must not discover one. --template= (empty): no sample hooks or
+        # template info/ files; hooks never run anyway (git_guard pins core.hooksPath).
         await git(
-            mirror.parent, "clone", "--bare", "--quiet", "--", url, str(tmp), env=env, timeout=CLONE_TIMEOUT
+            None,
+            "clone",
+            "--bare",
+            "--quiet",
+            "--template=",
+            "--",
+            url,
+            str(tmp.absolute()),
+            env=env,
+            timeout=CLONE_TIMEOUT,
         )
     except GitError as exc:
         raise repo_not_found(redact(f"cannot clone {url}: {exc.stderr.strip()}", secrets)) from exc
     await git(tmp, "config", "remote.origin.fetch", FETCH_REFSPEC)
     for key, value in IDENTITY.items():
         await git(tmp, "config", key, value)  # the mirror is ours alone: its identity is ticketflow's
+    await asyncio.to_thread((tmp / "info").mkdir, exist_ok=True)
     await asyncio.to_thread((tmp / "info" / "exclude").write_text, EXCLUDES)
     await asyncio.to_thread(shutil.rmtree, mirror, True)  # a directory without HEAD is no mirror
     await asyncio.to_thread(tmp.rename, mirror)
@@ -110,7 +122,20 @@ async def sync_mirror(url: str, mirror: Path, secrets: list[str], env: dict[str,
     await asyncio.to_thread(mirror.parent.mkdir, parents=True, exist_ok=True)
     if not await asyncio.to_thread((mirror / "HEAD").is_file):
         await _clone_mirror(url, mirror, secrets, env)
-    await git(mirror, "fetch", "--prune", "--quiet", "origin", env=env, timeout=FETCH_TIMEOUT)
+    # From the URL ticketflow resolved, not the remote.origin.url in the mirror's config; no tags, so only
+    # refs/remotes/origin/* move (the tamper check watches every other ref).
+    await git(
+        mirror,
+        "fetch",
+        "--prune",
+        "--no-tags",
+        "--quiet",
+        "--",
+        url,
+        FETCH_REFSPEC,
+        env=env,
+        timeout=FETCH_TIMEOUT,
+    )
 
 
 def recover_mirror(mirror: Path) -> None:
@@ -280,9 +305,12 @@ class WorkspaceActivities:
         checkout = self._checkout(repo, mirror, base, path, ticket.branch)
         base_commit = await with_heartbeats(checkout, self._heartbeat_every, "preparing worktree")
         activity.heartbeat("worktree ready")
-        info = await asyncio.to_thread(stack.detect, path)
-        test_command = ticket.test_command or repo.test_command or info.test_command
-        summary = await context_summary(path, info, test_command)
+        # The one decision of the ticket's test command (activities/stack.py); run_checks re-checks it.
+        tests = await asyncio.to_thread(
+            stack.decide_test_command, path, ticket.test_command, repo.test_command, repo.name
+        )
+        info = stack.StackInfo(tests.stack, tests.command, tests.reason)
+        summary = await context_summary(path, info, tests.command)
         return Workspace(
             path=str(path),
             branch=ticket.branch,
@@ -291,8 +319,10 @@ class WorkspaceActivities:
             repo_url=repo.url,
             host_queue=self._settings.host_queue,
             git_host=repo.host,
-            test_command=test_command,
+            test_command=tests.command,
             stack=info.stack,
+            test_command_source=tests.source,
+            test_command_reason=redact(tests.reason, secrets),
             context_summary=redact(summary, secrets),
         )
 
