@@ -129,11 +129,7 @@ class AgentActivities:
 
     def _sandbox_plan(self, name: str, worktree: Path, run_root: Path) -> sandbox.SandboxPlan:
         """Only the worktree and this ticket's run directory (the agent's HOME) are writable."""
-        config = self.settings.agents[name]
-        limits = (config.cpu_seconds, config.memory_mb, config.file_size_mb)
-        return sandbox.agent_plan(
-            self.settings, config.sandbox_mode, config.network, worktree, [run_root], limits
-        )
+        return sandbox.config_plan(self.settings, name, worktree, [run_root])
 
     def _settle(self, result: AgentResult) -> AgentResult:
         """Failures become Temporal retries; long waits and humans go back to the workflow."""

@@ -66,19 +66,35 @@ class AgentConfig(BaseModel):
     binary: str | None = Field(default=None, description="path of the CLI; default: its name on PATH")
     model: str | None = None
     extra_args: list[str] = Field(default_factory=list, description="appended to the CLI's argv")
-    # Sandbox (bubblewrap): auto = use it when bwrap works, warn loudly otherwise; required = refuse to run
-    # without it; off = run directly. Unset: auto for the CLI agents, off for `command` scripts (yours).
-    sandbox: SandboxMode | None = None
-    network: bool = Field(default=True, description="agents call their model APIs; tests run offline")
+    # Sandbox (bubblewrap, activities/agents/sandbox.py), for every kind: auto = every protection this host
+    # supports, a loud warning and ticketflow_sandbox_degraded{reason} for each one it cannot give;
+    # required = refuse to run without all of them; off = run directly (rlimits only).
+    sandbox: SandboxMode = "auto"
+    network: bool = Field(
+        default=True, description="own network namespace behind pasta: internet yes, host services no"
+    )
+    loopback_ports: list[int] = Field(
+        default_factory=list, description="host 127.0.0.1 ports reachable from the sandbox (network = true)"
+    )
+    max_processes: int = Field(default=512, ge=0, description="cgroup pids.max of the sandbox; 0 = no limit")
+    tmp_size_mb: int = Field(default=512, ge=1, description="size of the sandbox's private /tmp")
     cpu_seconds: int = Field(default=6 * 3600, ge=0, description="RLIMIT_CPU per process; 0 = no limit")
-    memory_mb: int = Field(default=16 * 1024, ge=0, description="RLIMIT_AS per process; 0 = no limit")
+    memory_mb: int = Field(
+        default=16 * 1024, ge=0, description="cgroup memory limit of the sandbox (else RLIMIT_DATA); 0 = none"
+    )
     file_size_mb: int = Field(default=2048, ge=0, description="RLIMIT_FSIZE per process; 0 = no limit")
 
     @property
     def sandbox_mode(self) -> SandboxMode:
-        if self.sandbox is not None:
-            return self.sandbox
-        return "off" if self.kind in ("command", "ollama") else "auto"
+        return self.sandbox
+
+    @field_validator("loopback_ports")
+    @classmethod
+    def _ports_in_range(cls, value: list[int]) -> list[int]:
+        bad = [port for port in value if not 0 < port < 65536]
+        if bad:
+            raise ValueError(f"{bad} are not TCP ports")
+        return sorted(set(value))
 
     @field_validator("pass_env")
     @classmethod
@@ -92,6 +108,8 @@ class AgentConfig(BaseModel):
     def _command_has_argv(self) -> AgentConfig:
         if self.kind == "command" and not self.command:
             raise ValueError("a `command` agent needs `command = [argv...]`")
+        if self.loopback_ports and not self.network:
+            raise ValueError("loopback_ports needs network = true (without network there is no host)")
         return self
 
 
@@ -171,6 +189,14 @@ def config_file() -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def _port(address: str, default: int) -> int:
+    """The port of `host:port` (`[v6]:port`), or the default when it has none."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or (host.startswith("[") and not host.endswith("]")):
+        return default
+    return int(port)
 
 
 class Settings(BaseSettings):
@@ -253,6 +279,35 @@ class Settings(BaseSettings):
         if config_path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_path))
         return tuple(sources)
+
+    def control_ports(self) -> dict[int, str]:
+        """Host ports no agent sandbox may be given (loopback_ports): through the Temporal frontend or its
+        Web UI an agent could cancel or signal tickets; the worker's endpoints are the worker's."""
+        reserved = {
+            _port(self.temporal_address, 7233): "the Temporal frontend (temporal_address)",
+            self.ui_port: "the Temporal Web UI (ui_port)",
+        }
+        for key in ("metrics_address", "health_address"):
+            address = getattr(self, key)
+            if address:
+                reserved.setdefault(_port(address, 0), f"the worker's {key}")
+        reserved.pop(0, None)
+        return reserved
+
+    def forbidden_loopback_port(self, agent: str) -> str | None:
+        """Why agents.<agent>.loopback_ports is not allowed, or None."""
+        reserved = self.control_ports()
+        for port in self.agents[agent].loopback_ports:
+            if port in reserved:
+                return f"agents.{agent}.loopback_ports: {port} is {reserved[port]}; agents may never reach it"
+        return None
+
+    @model_validator(mode="after")
+    def _agents_cannot_reach_the_control_plane(self) -> Settings:
+        for name in self.agents:
+            if problem := self.forbidden_loopback_port(name):
+                raise ValueError(problem)
+        return self
 
     # Derived locations: everything ticketflow writes lives under state_dir.
     @property

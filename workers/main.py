@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 import workflows
 from activities import build_activities, build_llm_activities
 from activities.agent import reclaim_orphaned_agents
+from activities.agents import sandbox
 from activities.notify import NotifyActivities
 from activities.settings import Settings
 from clients.connect import ensure_search_attributes
@@ -84,6 +85,9 @@ async def run_workers(client: Client, settings: Settings, stop: asyncio.Event) -
     # Before polling: a dead worker's agent attempts retry now (from their checkpoints), not after
     # their heartbeat timeout; no live attempt of this worker can be mistaken for an orphan yet.
     reclaimed = await reclaim_orphaned_agents(client, settings) if "git" in settings.capabilities else 0
+    if "git" in settings.capabilities:
+        # Network namespaces and cgroups of sandbox launchers that were SIGKILLed with a dead worker.
+        await asyncio.to_thread(sandbox.sweep_leftovers)
     if reclaimed:
         log.warning("failed %d agent attempt(s) of a dead worker so they retry now", reclaimed)
     workers = build_workers(client, settings)

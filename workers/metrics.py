@@ -108,6 +108,20 @@ def record_agent_result(result: AgentResult) -> None:
         record_llm_usage("code", result.model or f"agent:{result.agent}", result.tokens, result.outcome)
 
 
+def record_sandbox_degraded(reason: str) -> None:
+    """A sandboxed run that lacks a protection this host cannot give (reason: bwrap, network, cgroup,
+    tmp_size); the sandbox also logs a loud warning. Outside an activity it goes to the worker's runtime."""
+    if activity.in_activity():
+        meter = activity.metric_meter()
+    elif _runtime is not None:
+        meter = _runtime.metric_meter
+    else:
+        return
+    meter.create_counter(
+        "ticketflow_sandbox_degraded", "sandboxed runs without a protection, by the missing one"
+    ).add(1, {"reason": reason})
+
+
 def record_check_report(report: CheckReport) -> None:
     outcome = "timed_out" if report.timed_out else ("passed" if report.passed else "failed")
     activity.metric_meter().create_counter("ticketflow_checks", "test runs by outcome").add(

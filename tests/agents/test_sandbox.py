@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +46,14 @@ for name, path in (("outside", targets["outside"]), ("repo", targets["repo"])):
 pathlib.Path("inside.txt").write_text("fine")
 print("REPORT " + json.dumps(found), flush=True)
 """
+
+
+@pytest.fixture
+def degraded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The reasons recorded as ticketflow_sandbox_degraded, in order."""
+    reasons: list[str] = []
+    monkeypatch.setattr(sandbox, "record_sandbox_degraded", reasons.append)
+    return reasons
 
 
 @pytest.fixture
@@ -120,26 +131,29 @@ async def test_checks_run_offline_and_rlimits_apply(harness: Harness, tmp_path: 
 
 
 async def test_missing_bwrap_fails_when_required_and_warns_once_otherwise(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    degraded: list[str],
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
-    sandbox.bwrap_problem.cache_clear()
-    sandbox._warn_unsandboxed.cache_clear()
+    sandbox.clear_probes()
     plan = sandbox.SandboxPlan(mode="required", writable=(tmp_path,), network=False)
     try:
         with pytest.raises(ApplicationError) as caught:
             sandbox.wrap(["true"], plan)
         assert caught.value.type == "SandboxUnavailable" and caught.value.non_retryable
         assert "bwrap is not installed" in caught.value.message
+        assert degraded == [], "a refusal is not a degraded run"
 
         with caplog.at_level(logging.WARNING, logger="ticketflow.sandbox"):
             auto = sandbox.SandboxPlan(mode="auto", writable=(tmp_path,), network=False)
             assert sandbox.wrap(["true"], auto)[-1] == "true"
             sandbox.wrap(["true"], auto)
         assert len([r for r in caplog.records if "SANDBOX OFF" in r.getMessage()]) == 1
+        assert degraded == ["bwrap", "bwrap"], "the warning is logged once, every degraded run is counted"
     finally:
-        sandbox.bwrap_problem.cache_clear()
-        sandbox._warn_unsandboxed.cache_clear()
+        sandbox.clear_probes()
 
 
 async def test_git_host_tokens_cannot_be_passed_to_agents() -> None:
@@ -147,3 +161,196 @@ async def test_git_host_tokens_cannot_be_passed_to_agents() -> None:
         with pytest.raises(ValueError, match="never reach agents"):
             AgentConfig(kind="claude", pass_env=[name])
     assert AgentConfig(kind="claude", pass_env=["ANTHROPIC_API_KEY"]).sandbox_mode == "auto"
+
+
+# ------------------------------------------------------------------------------ defaults and config
+
+
+@pytest.mark.parametrize("kind", ["command", "ollama", "claude", "codex", "aider", "gemini"])
+async def test_every_agent_kind_is_sandboxed_by_default(kind: str) -> None:
+    config = AgentConfig.model_validate({"kind": kind, "command": ["true"]})
+    assert config.sandbox_mode == "auto" and config.network
+    assert config.loopback_ports == [] and config.max_processes == 512 and config.tmp_size_mb == 512
+    assert Settings().checks_sandbox == "auto" and not Settings().checks_network
+
+
+@pytest.mark.parametrize(
+    ("port", "named"),
+    [
+        (7999, "the Temporal frontend (temporal_address)"),
+        (8233, "the Temporal Web UI (ui_port)"),
+        (9464, "the worker's metrics_address"),
+        (9465, "the worker's health_address"),
+    ],
+)
+async def test_control_plane_ports_can_never_be_given_to_an_agent(port: int, named: str) -> None:
+    agent = AgentConfig(command=["true"], loopback_ports=[11434, port])
+    with pytest.raises(ValueError, match=rf"agents\.coder\.loopback_ports: {port} is {re.escape(named)}"):
+        Settings(temporal_address="127.0.0.1:7999", agents={"coder": agent})
+    allowed = Settings(temporal_address="127.0.0.1:7999", agents={"coder": AgentConfig(command=["true"])})
+    assert allowed.agents["coder"].loopback_ports == []
+
+
+async def test_loopback_ports_are_checked_again_when_settings_change_in_code(tmp_path: Path) -> None:
+    settings = Settings(temporal_address="127.0.0.1:7999", state_dir=tmp_path)
+    settings.agents["coder"] = AgentConfig(command=["true"], loopback_ports=[7999])
+    with pytest.raises(ApplicationError) as caught:
+        sandbox.config_plan(settings, "coder", tmp_path, [])
+    assert caught.value.type == "SandboxMisconfigured" and caught.value.non_retryable
+    with pytest.raises(ValueError, match="loopback_ports needs network = true"):
+        AgentConfig(command=["true"], network=False, loopback_ports=[11434])
+    with pytest.raises(ValueError, match="not TCP ports"):
+        AgentConfig(command=["true"], loopback_ports=[70000])
+
+
+# ------------------------------------------------------------------------------ argv building
+
+
+@pytest.fixture
+def host(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str | None]]:
+    """What the probes find, set by each test (None = available); root unless `euid` says otherwise."""
+    found: dict[str, str | None] = {"network": None, "cgroup": None, "tmp_size": None, "euid": "0"}
+    monkeypatch.setattr(sandbox, "bwrap_problem", lambda: None)
+    monkeypatch.setattr(sandbox, "network_problem", lambda: found["network"])
+    monkeypatch.setattr(sandbox, "cgroup_problem", lambda memory: found["cgroup"])
+    monkeypatch.setattr(sandbox, "tmp_size_problem", lambda: found["tmp_size"])
+    monkeypatch.setattr(os, "geteuid", lambda: int(found["euid"] or 0))
+    sandbox._warn.cache_clear()
+    yield found
+    sandbox._warn.cache_clear()
+
+
+def plan_of(tmp_path: Path, mode: SandboxMode = "auto", network: bool = True) -> sandbox.SandboxPlan:
+    settings = Settings(state_dir=tmp_path / "state")
+    return sandbox.agent_plan(
+        settings,
+        mode,
+        network,
+        tmp_path,
+        [],
+        (60, 2048, 64),
+        loopback_ports=[11434] if network else [],
+        max_processes=100,
+        tmp_size_mb=32,
+    )
+
+
+def split(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(launcher, bwrap, inner command) of a wrapped argv."""
+    start = next(i for i, arg in enumerate(argv) if arg.endswith("bwrap"))
+    end = start + argv[start:].index("--")
+    return argv[:start], argv[start:end], argv[end + 1 :]
+
+
+async def test_as_root_the_launcher_sets_up_netns_pasta_and_cgroup(
+    host: dict[str, str | None], tmp_path: Path, degraded: list[str]
+) -> None:
+    launcher, box, inner = split(sandbox.wrap(["agent", "--go"], plan_of(tmp_path)))
+
+    assert launcher == [
+        sys.executable,
+        "-I",
+        str(sandbox.JAIL),
+        "--netns",
+        "11434",
+        "--pids",
+        "100",
+        "--memory-mb",
+        "2048",
+        "--",
+    ]
+    assert "--unshare-net" not in box, "the launcher's namespace replaces the host's network"
+    assert {"--unshare-pid", "--die-with-parent"} <= set(box)
+    assert box[box.index("--cap-drop") + 1] == "ALL"
+    assert ["--size", str(32 * sandbox.MB), "--tmpfs", "/tmp"] == box[
+        box.index("/tmp") - 3 : box.index("/tmp") + 1
+    ]
+    assert box[box.index("/proc/sys") - 1 : box.index("/proc/sys") + 2] == [
+        "--ro-bind",
+        "/proc/sys",
+        "/proc/sys",
+    ]
+    # Memory and processes are the cgroup's: no RLIMIT_AS (breaks Node), no RLIMIT_DATA, no RLIMIT_NPROC.
+    assert inner[1:] == ["--cpu=60", f"--fsize={64 * sandbox.MB}", "--", "agent", "--go"]
+    assert degraded == []
+
+
+async def test_without_pasta_auto_cuts_the_network_and_required_refuses(
+    host: dict[str, str | None], tmp_path: Path, degraded: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    host["network"] = "pasta is not installed"
+    with caplog.at_level(logging.WARNING, logger="ticketflow.sandbox"):
+        launcher, box, _ = split(sandbox.wrap(["agent"], plan_of(tmp_path)))
+    assert "--unshare-net" in box, "never the host's loopback: no network at all"
+    assert "--netns" not in launcher and "--pasta" not in launcher
+    assert degraded == ["network"]
+    assert any("SANDBOX NETWORK OFF: pasta is not installed" in r.getMessage() for r in caplog.records)
+
+    with pytest.raises(ApplicationError, match="pasta is not installed") as caught:
+        sandbox.wrap(["agent"], plan_of(tmp_path, "required"))
+    assert caught.value.type == "SandboxUnavailable" and caught.value.non_retryable
+
+    offline = split(sandbox.wrap(["agent"], plan_of(tmp_path, "required", network=False)))[1]
+    assert "--unshare-net" in offline, "network = false never needs pasta"
+
+
+async def test_without_a_cgroup_root_degrades_and_others_fall_back_to_rlimits(
+    host: dict[str, str | None], tmp_path: Path, degraded: list[str]
+) -> None:
+    host["cgroup"] = "cannot create cgroup"
+    launcher, _, inner = split(sandbox.wrap(["agent"], plan_of(tmp_path)))
+    assert launcher[-3:] == ["--netns", "11434", "--"], "no cgroup options"
+    assert f"--data={2048 * sandbox.MB}" in inner and not any(a.startswith("--nproc") for a in inner)
+    assert degraded == ["cgroup"], "root ignores RLIMIT_NPROC: the process limit is gone"
+    with pytest.raises(ApplicationError, match="cannot create cgroup"):
+        sandbox.wrap(["agent"], plan_of(tmp_path, "required"))
+
+    degraded.clear()
+    host["euid"] = "1000"
+    launcher, _, inner = split(sandbox.wrap(["agent"], plan_of(tmp_path, "required")))
+    assert launcher[3:] == ["--pasta", "11434", "--"], "not root: pasta's own namespaces"
+    assert "--nproc=100" in inner and f"--data={2048 * sandbox.MB}" in inner
+    assert degraded == []
+
+
+async def test_an_old_bwrap_without_size_leaves_tmp_uncapped_loudly(
+    host: dict[str, str | None], tmp_path: Path, degraded: list[str]
+) -> None:
+    host["tmp_size"] = "this bwrap cannot cap a tmpfs"
+    _, box, _ = split(sandbox.wrap(["agent"], plan_of(tmp_path)))
+    assert "--size" not in box and "/tmp" in box
+    assert degraded == ["tmp_size"]
+
+
+async def test_off_runs_directly_with_rlimits_only(tmp_path: Path) -> None:
+    argv = sandbox.wrap(["agent"], plan_of(tmp_path, "off"))
+    assert not any(a.endswith("bwrap") or a == str(sandbox.JAIL) for a in argv)
+    assert argv[-1] == "agent" and f"--data={2048 * sandbox.MB}" in argv
+
+
+async def test_git_metadata_is_read_only_and_the_host_secrets_hidden(tmp_path: Path) -> None:
+    mirror, worktree = tmp_path / "mirror.git", tmp_path / "wt"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q", "--bare", str(mirror)], check=True)
+    seed = tmp_path / "seed"
+    subprocess.run([*git, "clone", "-q", str(mirror), str(seed)], check=True, capture_output=True)
+    (seed / "a.txt").write_text("a\n")
+    subprocess.run([*git, "-C", str(seed), "add", "a.txt"], check=True)
+    subprocess.run([*git, "-C", str(seed), "commit", "-qm", "a"], check=True)
+    subprocess.run([*git, "-C", str(seed), "push", "-q", "origin", "HEAD:main"], check=True)
+    subprocess.run([*git, "-C", str(mirror), "worktree", "add", "-q", str(worktree), "main"], check=True)
+
+    plan = plan_of(worktree, "required", network=False)
+    box = sandbox.bwrap_args(plan)
+    own = mirror / "worktrees" / "wt"
+    assert ["--ro-bind", str(worktree / ".git"), str(worktree / ".git")] == _mount(box, worktree / ".git")
+    assert _mount(box, mirror.resolve())[0] == "--ro-bind"
+    assert str(own) not in box, "its gitdir is inside the mirror's read-only bind"
+    assert _mount(box, worktree.resolve())[0] == "--bind"
+    assert box.index(str(worktree / ".git")) > box.index(str(worktree.resolve())), "on top of the worktree"
+    assert "/etc/shadow" in box and "/run" in box
+
+
+def _mount(box: list[str], path: Path) -> list[str]:
+    at = len(box) - 1 - box[::-1].index(str(path))
+    return box[at - 2 : at + 1] if box[at - 1] == str(path) else box[at - 1 : at + 1]
