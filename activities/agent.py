@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.service import RPCError
 
+from activities import git_guard
 from activities.agents import AgentNotConfigured, AgentRun, build_agent, sandbox
 from activities.gitops import clear_stale_index_lock, commit_all, head
 from activities.live_output import LiveOutput
@@ -49,6 +50,9 @@ class AgentActivities:
         if not worktree.is_dir():
             raise ApplicationError(f"worktree {worktree} is missing on this worker", type="WorkspaceMissing")
         checkpoint = load_checkpoint(req)
+        # Before any host git: the worktree's git metadata is ticketflow's; verified again before each
+        # commit, so git never runs on what the agent changed (GitTampered, non-retryable).
+        guard = await git_guard.guard(worktree, req.workspace.branch)
         if await clear_stale_index_lock(worktree):
             activity.logger.warning("removed a stale index.lock left by a killed attempt in %s", worktree)
         if checkpoint.finished and checkpoint.last_commit == await head(worktree):
@@ -60,10 +64,12 @@ class AgentActivities:
                 session_id=checkpoint.session_id,
                 last_commit=checkpoint.last_commit,
             )
-        result = await self._run(req, worktree, checkpoint)
+        result = await self._run(req, worktree, checkpoint, guard)
         return self._settle(result)
 
-    async def _run(self, req: AgentRequest, worktree: Path, checkpoint: AgentCheckpoint) -> AgentResult:
+    async def _run(
+        self, req: AgentRequest, worktree: Path, checkpoint: AgentCheckpoint, guard: git_guard.GitGuard
+    ) -> AgentResult:
         name = req.ticket.agent or self.settings.default_agent
         try:
             agent = build_agent(name, self.settings)
@@ -86,6 +92,7 @@ class AgentActivities:
 
             async def on_step(description: str) -> None:
                 checkpoint.step += 1
+                await guard.verify()
                 commit = await commit_all(
                     worktree, f"wip(ticketflow {req.ticket.id}): step {checkpoint.step}: {description[:120]}"
                 )
@@ -110,6 +117,7 @@ class AgentActivities:
             )
             async with _heartbeating(checkpoint), live.sending():
                 result = await agent.run(run)
+        await guard.verify()
         final = await commit_all(
             worktree, f"wip(ticketflow {req.ticket.id}): iteration {req.iteration} result"
         )

@@ -221,7 +221,7 @@ def _gitfile_target(worktree: Path) -> Path | None:
 def _unmanaged(path: Path) -> Location:
     dot_git = path / ".git"
     if dot_git.is_dir() and not dot_git.is_symlink():
-        return Location(git_dir=dot_git, work_tree=path)
+        return Location(git_dir=dot_git, work_tree=path, common_dir=dot_git)
     if dot_git.is_file():
         # A linked worktree of someone else's repository: follow its .git file, but only to an entry
         # that points back at it, and pin the common directory that entry names.
