@@ -35,6 +35,13 @@ class RepoConfig(BaseModel):
     host: Literal["local", "github", "gitlab", "gitea"] = "local"
     base_branch: str | None = None
     test_command: str | None = None
+    # Prepares the project's environment (`uv sync`, `pip install -e .[test]`, `npm ci`): run once per
+    # repository and hash of its dependency files, with network, in a venv whose bin comes first on the
+    # tests' PATH. Unset: Python projects get a venv of their declared dependencies (docs/testing.md).
+    setup_command: str | None = None
+    # No test ran (none collected, or no test command): true = the ticket is BLOCKED; false = its PR
+    # opens as a draft labelled `untested` that says so.
+    require_tests: bool = True
     github_repo: str | None = Field(
         default=None, description="owner/name (GitLab: group/project) on the host"
     )

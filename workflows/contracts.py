@@ -243,6 +243,23 @@ class Classification(Model):
     tokens: TokenUsage = Field(default_factory=TokenUsage)
 
 
+class CheckOutcome(StrEnum):
+    """What a test run showed. Only PASSED lets a ticket on; the others are told apart because each asks
+    for something else: FAILED/TIMED_OUT go back to the agent, ENV_ERROR to a human at once (no agent can
+    install a test runner), NO_TESTS/NO_COMMAND follow the repository's require_tests policy."""
+
+    PASSED = "passed"  # at least one test ran, and the runner exited 0
+    FAILED = "failed"
+    NO_TESTS = "no_tests"  # the runner ran but collected no test (pytest exit 5, "Ran 0 tests", ...)
+    NO_COMMAND = "no_command"  # no test command given, configured or detected
+    ENV_ERROR = "env_error"  # runner not found (126/127), its module missing, the environment broken
+    TIMED_OUT = "timed_out"
+
+
+TestCommandSource = Literal["ticket", "configured", "detected"]
+UNTESTED_LABEL = "untested"
+
+
 class WorkspaceRequest(Model):
     ticket: Ticket
 
@@ -258,6 +275,10 @@ class Workspace(Model):
     test_command: str | None = None
     stack: list[str] = Field(default_factory=list)
     context_summary: str = ""
+    # Where test_command came from (activities/stack.py decide_test_command) and why; None in workspaces
+    # prepared before these fields existed.
+    test_command_source: TestCommandSource | None = None
+    test_command_reason: str = ""
 
 
 class AgentCheckpoint(Model):
@@ -314,6 +335,7 @@ class ChecksRequest(Model):
 
 
 class CheckReport(Model):
+    # Kept for histories recorded before `outcome`: true only for CheckOutcome.PASSED (a test ran, exit 0).
     passed: bool
     command: str
     exit_code: int | None = None
@@ -323,6 +345,28 @@ class CheckReport(Model):
     skipped_count: int | None = None
     duration_seconds: float = 0.0
     output_tail: str = ""
+    outcome: CheckOutcome | None = None  # None: a report from before outcomes existed
+    command_source: TestCommandSource | None = None
+    command_reason: str = ""  # why this command (detection's evidence, or where it is configured)
+    reason: str = ""  # what the outcome rests on, in one line
+    first_failure: str | None = None  # the first failing test's name, as the runner reports it
+    env_hint: str | None = None  # for ENV_ERROR / NO_TESTS / NO_COMMAND: what a human can do about it
+    counts_from: str | None = None  # "junit" (the runner's XML report) or "summary" (its summary line)
+    tests_required: bool = True  # the repository's require_tests: NO_TESTS/NO_COMMAND block the ticket
+    environment: str = ""  # the project environment the tests ran in (envs/<repo>-<hash>), if any
+
+    @property
+    def verdict(self) -> CheckOutcome:
+        """The outcome, also for reports from before outcomes existed (judged as they were then)."""
+        if self.outcome is not None:
+            return self.outcome
+        if self.timed_out:
+            return CheckOutcome.TIMED_OUT
+        return CheckOutcome.PASSED if self.passed else CheckOutcome.FAILED
+
+    @property
+    def untested(self) -> bool:
+        return self.verdict in (CheckOutcome.NO_TESTS, CheckOutcome.NO_COMMAND)
 
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
@@ -454,6 +498,10 @@ class TicketStatus(Model):
     last_good_commit: str | None = None  # the newest one whose checks passed: where rollback returns
     trace_id: str | None = None
     token_budget: int | None = None  # the ticket's budget.tokens plus every approved extension
+    # The test command chosen when the worktree was prepared, where it came from and why.
+    test_command: str | None = None
+    test_command_source: TestCommandSource | None = None
+    test_command_reason: str = ""
 
 
 class Carry(Model):

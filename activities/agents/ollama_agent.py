@@ -19,13 +19,12 @@ from typing import Any
 
 from temporalio import activity
 
+from activities import checks, stack
 from activities.agents.base import AgentRun
-from activities.checks import check_env, worker_python
 from activities.llm.base import Behaviour, ChatReply, ChatRequest, ModelClient
 from activities.llm.budget import TokenLedger, tool_results_shrunk
 from activities.llm.chains import ChainFailed, ModelRef, run_chain, stage_chain, to_application_error
 from activities.llm.structured import checked_chat
-from activities.proc import run_process
 from activities.settings import AgentConfig, Settings
 from workflows.contracts import AgentResult, TokenUsage
 
@@ -181,21 +180,20 @@ def tool_search(ws: Workspace, pattern: str, path: str = ".") -> str:
     return "\n".join(hits[:MAX_HITS]) or "no matches"
 
 
-async def tool_run_tests(ws: Workspace, run: AgentRun) -> str:
-    if not ws.test_command:
-        return "no test command is configured for this repository"
-    result = await run_process(
-        ["/bin/sh", "-c", worker_python(ws.test_command)],
-        cwd=ws.root,
-        env=check_env(),
-        timeout=min(TEST_TIMEOUT_SECONDS, run.timeout_seconds),
-        on_line=run.on_line,
-        tail_lines=80,
+async def tool_run_tests(ws: Workspace, run: AgentRun, settings: Settings) -> str:
+    """The same decision, project environment, sandbox and verdict as run_checks (activities/checks.py),
+    although the tool loop itself runs in the worker."""
+    timeout = min(TEST_TIMEOUT_SECONDS, run.timeout_seconds)
+    request = run.request
+    return await checks.run_for_agent(
+        settings,
+        ws.root,
+        request.workspace,
+        request.ticket.test_command,
+        timeout,
+        run.on_line,
+        MAX_TOOL_OUTPUT,
     )
-    verdict = (
-        "PASSED" if result.ok else ("TIMED OUT" if result.timed_out else f"FAILED (exit {result.exit_code})")
-    )
-    return f"{ws.test_command}: {verdict}\n" + "\n".join(result.tail)[-MAX_TOOL_OUTPUT:]
 
 
 def task_prompt(run: AgentRun) -> str:
@@ -237,7 +235,7 @@ class _Loop:
     def __init__(self, settings: Settings, chain: list[ModelRef], run: AgentRun, max_turns: int) -> None:
         self.settings, self.chain, self.run, self.max_turns = settings, chain, run, max_turns
         req = run.request
-        self.ws = Workspace(run.worktree, req.ticket.test_command or req.workspace.test_command)
+        self.ws = Workspace(run.worktree, stack.agent_test_command(req.ticket, req.workspace))
         budget = req.tokens_left if req.tokens_left is not None else req.ticket.budget.tokens
         self.ledger = TokenLedger(budget=budget)
         self.messages: list[dict[str, Any]] = [
@@ -341,7 +339,7 @@ class _Loop:
         if name == "search":
             return tool_search(ws, args["pattern"], args.get("path", "."))
         if name == "run_tests":
-            return await tool_run_tests(ws, self.run)
+            return await tool_run_tests(ws, self.run, self.settings)
         raise ToolError(f"unknown tool {name!r}; use one of {[t['function']['name'] for t in TOOLS]}")
 
 

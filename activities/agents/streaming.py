@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from temporalio.exceptions import ApplicationError
 
+from activities import stack
 from activities.agents.base import AgentRun
 from activities.agents.limits import Limit, local_zone, parse_limit
 from activities.proc import ProcessResult, paused, run_process
@@ -100,7 +101,7 @@ def prompt_for(run: AgentRun, resuming: bool) -> str:
         parts += [f"Ticket {req.ticket.id}: {req.ticket.title}", req.ticket.body.strip()]
         if req.workspace.context_summary:
             parts.append(f"Repository context:\n{req.workspace.context_summary}")
-    test_command = req.ticket.test_command or req.workspace.test_command
+    test_command = stack.agent_test_command(req.ticket, req.workspace)
     if test_command:
         parts.append(f"Test command: {test_command}")
     if req.feedback:

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from activities.test_report import Counts, parse_counts
+from activities.test_report import Counts, first_failure, no_tests_reason, parse_counts, parse_junit
 
 PYTEST_MIXED = """\
 test_s.py .F.FF.s                                                          [100%]
@@ -55,6 +57,11 @@ FAIL\texample.com/calc/sub\t0.003s
 ?   \texample.com/calc/cmd\t[no test files]
 FAIL
 """
+GO_PACKAGES = (
+    "ok  \texample.com/calc\t0.002s\n"
+    "FAIL\texample.com/calc/sub\t0.003s\n"
+    "?   \texample.com/c/cmd\t[no test files]\n"
+)
 CARGO = """\
      Running unittests src/lib.rs (target/debug/deps/cr-f73a538893013b88)
 
@@ -90,7 +97,8 @@ CARGO_FAILED = (
         (UNITTEST_OK_SKIPPED, Counts(3, 0, 2)),
         (JEST, Counts(3, 1, 0)),
         ("Tests:       2 skipped, 1 todo, 5 passed, 8 total\n", Counts(5, 0, 3)),
-        (GO, Counts(1, 1, 1)),
+        (GO, Counts(1, 1, 0)),  # tests from --- PASS/FAIL lines
+        (GO_PACKAGES, Counts(1, 1, 1)),  # packages, when no test lines
         (CARGO, Counts(3, 0, 1)),
         (CARGO_FAILED, Counts(1, 1, 1)),
     ],
@@ -106,6 +114,7 @@ CARGO_FAILED = (
         "jest",
         "jest-skipped",
         "go",
+        "go-packages",
         "cargo",
         "cargo-failed",
     ],
@@ -121,3 +130,89 @@ def test_unknown_output_has_no_counts() -> None:
 
 def test_accepts_lines() -> None:
     assert parse_counts(["Ran 2 tests in 0.1s", "", "OK"]) == Counts(2, 0, 0)
+
+
+NODE_TAP = """\
+TAP version 13
+# Subtest: adds
+ok 1 - adds
+not ok 2 - subtracts
+# tests 2
+# suites 0
+# pass 1
+# fail 1
+# cancelled 0
+# skipped 0
+# todo 0
+"""
+MOCHA = "  3 passing (12ms)\n  1 pending\n  2 failing\n\n  1) calc\n       subtracts:\n"
+VITEST = " Test Files  1 passed (1)\n      Tests  4 passed | 1 skipped (5)\n"
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [(NODE_TAP, Counts(1, 1, 0)), (MOCHA, Counts(3, 2, 1))],
+    ids=["node-test", "mocha"],
+)
+def test_node_runners(output: str, expected: Counts) -> None:
+    assert parse_counts(output) == expected
+
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" errors="1" failures="1" skipped="1" tests="5" time="0.1">
+<testcase classname="tests.test_a" name="test_ok" time="0.001"/>
+<testcase classname="tests.test_a" name="test_ok2" time="0.001"/>
+<testcase classname="tests.test_a.TestX" name="test_bad" file="tests/test_a.py" time="0.001">
+<failure message="assert 1 == 2">x</failure></testcase>
+<testcase classname="tests.test_b" name="test_err" time="0.001"><error message="boom">y</error></testcase>
+<testcase classname="tests.test_b" name="test_skip" time="0.001"><skipped message="no"/></testcase>
+</testsuite></testsuites>
+"""
+
+
+def test_parse_junit(tmp_path: Path) -> None:
+    path = tmp_path / "junit.xml"
+    assert parse_junit(path) is None
+    path.write_text(JUNIT)
+    report = parse_junit(path)
+    assert report is not None
+    assert report.counts == Counts(2, 2, 1)
+    assert report.first_failure == "tests/test_a.py::TestX::test_bad"
+    path.write_text("<testsuites><testsuite tests='0'/></testsuites>")
+    empty = parse_junit(path)
+    assert empty is not None and empty.counts == Counts(0, 0, 0) and empty.counts.ran == 0
+    path.write_text("<testsuites><oops")
+    assert parse_junit(path) is None
+
+
+@pytest.mark.parametrize(
+    ("output", "name"),
+    [
+        (PYTEST_MIXED, "test_s.py::test_b"),
+        ("FAIL: test_x (test_s.T.test_x)\n", "test_s.T.test_x"),
+        ("FAIL: test_x (test_s.T)\n", "test_s.T.test_x"),  # Python before 3.11
+        (GO, "TestSub"),
+        ("test tests::b ... FAILED\n", "tests::b"),
+        (NODE_TAP, "subtracts"),
+        (JEST, "sub \u203a subtracts"),
+        ("all good\n", None),
+    ],
+)
+def test_first_failure(output: str, name: str | None) -> None:
+    assert first_failure(output) == name
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ("collected 0 items\n\n===== no tests ran in 0.01s =====", "pytest collected no tests"),
+        ("\nRan 0 tests in 0.000s\n\nOK\n", "unittest ran 0 tests"),
+        ("No tests found, exiting with code 1\n", "jest found no tests"),
+        ("# tests 0\n# pass 0\n", "node --test ran 0 tests"),
+        ("  0 passing (2ms)\n", "mocha ran 0 tests"),
+        ("testing: warning: no tests to run\nPASS\n", "go test found no tests to run"),
+        (UNITTEST_OK, None),
+    ],
+)
+def test_no_tests_reason(output: str, reason: str | None) -> None:
+    assert no_tests_reason(output) == reason
