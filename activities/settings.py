@@ -24,12 +24,13 @@ from pydantic_settings import (
 )
 
 from workflows import policy
+from workflows.contracts import REPO_CREDENTIALS_MESSAGE, repo_has_credentials
 
 
 class RepoConfig(BaseModel):
     """A named repository tickets can refer to with `repo: <name>`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     url: str
     host: Literal["local", "github", "gitlab", "gitea"] = "local"
@@ -48,6 +49,14 @@ class RepoConfig(BaseModel):
     api_url: str = "https://api.github.com"
     # Review requested on every PR/MR ticketflow opens: user names (GitLab's are resolved to user ids).
     reviewers: list[str] = Field(default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        # A URL is logged, shown and stored in Temporal as it is; a token belongs in github_token etc.
+        if repo_has_credentials(value.strip()):
+            raise ValueError(REPO_CREDENTIALS_MESSAGE)
+        return value
 
 
 SandboxMode = Literal["auto", "required", "off"]
@@ -207,7 +216,9 @@ def _port(address: str, default: int) -> int:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TICKETFLOW_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TICKETFLOW_", env_nested_delimiter="__", extra="ignore", hide_input_in_errors=True
+    )
 
     temporal_address: str = "localhost:7233"
     namespace: str = "default"

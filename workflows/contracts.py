@@ -28,7 +28,8 @@ _MODEL_STAGES = ("classify", "code", "review")
 class Model(BaseModel):
     """Base for boundary models: unknown fields are rejected so typos surface at submit time."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Errors never echo their input (a ticket's repository URL or body may hold a secret).
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class TicketState(StrEnum):
@@ -77,6 +78,30 @@ def slugify(text: str, limit: int = SLUG_MAX) -> str:
 def _has_control_chars(text: str) -> bool:
     """Control characters, line/paragraph separators and lone surrogates: none belong in one line."""
     return any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") for ch in text)
+
+
+_HTTP_SCHEMES = ("http", "https", "ftp", "ftps")
+REPO_CREDENTIALS_MESSAGE = (
+    "must not carry credentials (user:password@, or a token as the user of an http(s) URL): name the "
+    "repository without them and give the worker its token (github_token, gitlab_token or gitea_token)"
+)
+
+
+def repo_has_credentials(value: str) -> bool:
+    """Whether a repository URL carries credentials: a password anywhere, any user in an http(s) URL.
+
+    ssh's `git@host:owner/repo` and `ssh://git@host/...` name a user and no password: they are fine.
+    """
+    scheme, sep, rest = value.partition("://")
+    if sep:
+        authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+        if "@" not in authority:
+            return False
+        userinfo = authority.rpartition("@")[0]
+        return ":" in userinfo or scheme.lower() in _HTTP_SCHEMES
+    # scp-like user@host:path: a colon before the @ is a password.
+    head = value.split("/", 1)[0]
+    return "@" in head and ":" in head.rpartition("@")[0]
 
 
 def is_safe_ref_name(ref: str) -> bool:
@@ -157,6 +182,8 @@ class Ticket(Model):
             raise ValueError("must name a configured repository, a path or a git URL")
         if value.startswith("-") or _has_control_chars(value) or any(ch.isspace() for ch in value):
             raise ValueError("must not start with '-' or contain spaces or control characters")
+        if repo_has_credentials(value):
+            raise ValueError(REPO_CREDENTIALS_MESSAGE)  # never the value itself
         return value
 
     @field_validator("base_branch")
