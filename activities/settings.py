@@ -62,9 +62,9 @@ class RepoConfig(BaseModel):
 SandboxMode = Literal["auto", "required", "off"]
 Capability = Literal["git", "llm"]
 CAPABILITIES: tuple[Capability, ...] = ("git", "llm")
-# Variables that hold git host credentials: no agent may ever see them, whatever its pass_env says.
+# Variables holding git host or Temporal credentials: no agent may ever see them, whatever its pass_env says.
 FORBIDDEN_AGENT_ENV = re.compile(
-    r"^(TICKETFLOW_.*|GITHUB_TOKEN|GH_TOKEN|GITLAB_TOKEN|GITEA_TOKEN|.*_GIT_TOKEN)$"
+    r"^(TICKETFLOW_.*|TEMPORAL_.*|GITHUB_TOKEN|GH_TOKEN|GITLAB_TOKEN|GITEA_TOKEN|.*_GIT_TOKEN)$"
 )
 
 
@@ -207,6 +207,15 @@ def config_file() -> Path | None:
     return None
 
 
+def _pem_source(source: Path | str | bytes | None) -> str | None:
+    """A Temporal config data source as a setting's value: a file's path, or the PEM text itself."""
+    if source is None:
+        return None
+    if isinstance(source, Path):
+        return str(source)
+    return source.decode() if isinstance(source, bytes) else source
+
+
 def _port(address: str, default: int) -> int:
     """The port of `host:port` (`[v6]:port`), or the default when it has none."""
     host, sep, port = address.rpartition(":")
@@ -222,6 +231,25 @@ class Settings(BaseSettings):
 
     temporal_address: str = "localhost:7233"
     namespace: str = "default"
+    # Connection (docs/deploy.md, *Connecting to Temporal*). Temporal's own client configuration fills
+    # every one of these that is not set here: a profile (temporal_profile, else $TEMPORAL_PROFILE, else
+    # "default") of its TOML file ($TEMPORAL_CONFIG_FILE, else ~/.config/temporalio/temporal.toml) and
+    # the TEMPORAL_* variables (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS,
+    # TEMPORAL_TLS_SERVER_CA_CERT_PATH, TEMPORAL_TLS_CLIENT_CERT_PATH, TEMPORAL_TLS_CLIENT_KEY_PATH, ...).
+    temporal_profile: str | None = None
+    temporal_config_file: Path | None = None
+    temporal_api_key: SecretStr | None = Field(default=None, description="sent as `authorization: Bearer`")
+    temporal_tls: bool | None = Field(
+        default=None, description="unset: TLS when an API key, a certificate or a server name is given"
+    )
+    temporal_tls_server_ca_cert: str | None = Field(default=None, description="a PEM file, or the PEM")
+    temporal_tls_client_cert: str | None = Field(default=None, description="a PEM file, or the PEM (mTLS)")
+    temporal_tls_client_key: SecretStr | None = Field(default=None, description="a PEM file, or the PEM")
+    temporal_tls_server_name: str | None = Field(default=None, description="SNI and certificate name")
+    temporal_rpc_metadata: dict[str, str] = Field(default_factory=dict, description="extra gRPC headers")
+    # Workers add ticketflow's search attributes when the namespace lacks them. Off where the worker's
+    # identity may not (Temporal Cloud: create them once with tcld or the Cloud UI; docs/deploy.md).
+    register_search_attributes: bool = True
     task_queue: str = policy.TASK_QUEUE
     state_dir: Path = Field(default_factory=default_state_dir)
     host_id: str = Field(default_factory=socket.gethostname)
@@ -321,6 +349,39 @@ class Settings(BaseSettings):
         return None
 
     @model_validator(mode="after")
+    def _temporal_client_config(self) -> Settings:
+        """Connection settings not given here come from Temporal's client configuration (file profile
+        and TEMPORAL_* variables); ticketflow's own settings always win."""
+        from temporalio.envconfig import ClientConfigProfile
+
+        try:
+            profile = ClientConfigProfile.load(
+                self.temporal_profile, config_source=self.temporal_config_file
+            )
+        except Exception as exc:  # the bridge's ConfigError (profile not found, bad file, bad variable)
+            raise ValueError(f"Temporal client configuration: {exc}") from exc
+        given = self.model_fields_set
+
+        def fill(name: str, value: object) -> None:
+            if name not in given and value is not None:
+                object.__setattr__(self, name, value)
+
+        fill("temporal_address", profile.address)
+        fill("namespace", profile.namespace)
+        fill("temporal_api_key", SecretStr(profile.api_key) if profile.api_key else None)
+        if profile.grpc_meta:
+            fill("temporal_rpc_metadata", dict(profile.grpc_meta))
+        if profile.tls is not None:
+            tls = profile.tls
+            fill("temporal_tls", None if tls.disabled is None else not tls.disabled)
+            fill("temporal_tls_server_name", tls.server_name)
+            fill("temporal_tls_server_ca_cert", _pem_source(tls.server_root_ca_cert))
+            fill("temporal_tls_client_cert", _pem_source(tls.client_cert))
+            key = _pem_source(tls.client_private_key)
+            fill("temporal_tls_client_key", SecretStr(key) if key else None)
+        return self
+
+    @model_validator(mode="after")
     def _agents_cannot_reach_the_control_plane(self) -> Settings:
         for name in self.agents:
             if problem := self.forbidden_loopback_port(name):
@@ -350,7 +411,13 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Values that must never appear in agent environments, logs, PR bodies or payloads."""
-        tokens = (self.github_token, self.gitlab_token, self.gitea_token, self.webhook_secret)
+        tokens = (
+            self.github_token,
+            self.gitlab_token,
+            self.gitea_token,
+            self.webhook_secret,
+            self.temporal_api_key,
+        )
         values = [t.get_secret_value() for t in tokens if t is not None]
         values += [target.url.get_secret_value() for target in self.notify]
         return [v for v in values if len(v) >= 6]

@@ -44,10 +44,15 @@ def temporal_binary() -> str:
     return found
 
 
+def search_attribute_type(kind: IndexedType | int) -> str:
+    """The `temporal` CLI's name of a search attribute type (Keyword, Int, ...)."""
+    return _TYPE_NAMES[IndexedType(kind)]
+
+
 def search_attribute_args() -> list[str]:
     args: list[str] = []
     for key in SEARCH_ATTRIBUTES:
-        args += ["--search-attribute", f"{key.name}={_TYPE_NAMES[key.indexed_value_type]}"]
+        args += ["--search-attribute", f"{key.name}={search_attribute_type(key.indexed_value_type)}"]
     return args
 
 

@@ -25,7 +25,7 @@ from activities.agent import reclaim_orphaned_agents
 from activities.agents import sandbox
 from activities.notify import NotifyActivities
 from activities.settings import Settings
-from clients.connect import ensure_search_attributes
+from clients.connect import describe_connection, ensure_search_attributes
 from workers.health import HealthServer, Readiness
 from workers.metrics import MetricsInterceptor
 from workflows import policy
@@ -81,7 +81,8 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
 
 async def run_workers(client: Client, settings: Settings, stop: asyncio.Event) -> None:
     """Run until `stop` is set, then let running activities finish within the graceful timeout."""
-    await ensure_search_attributes(client)
+    log.info("connected to Temporal: %s", describe_connection(settings))
+    await ensure_search_attributes(client, register=settings.register_search_attributes)
     # Before polling: a dead worker's agent attempts retry now (from their checkpoints), not after
     # their heartbeat timeout; no live attempt of this worker can be mistaken for an orphan yet.
     reclaimed = await reclaim_orphaned_agents(client, settings) if "git" in settings.capabilities else 0

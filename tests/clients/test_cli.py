@@ -30,8 +30,9 @@ def closed_port() -> int:
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """No user configuration, a private state dir and a Temporal address nobody listens on."""
     for name in list(os.environ):
-        if name.startswith("TICKETFLOW_"):
+        if name.startswith(("TICKETFLOW_", "TEMPORAL_")):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(tmp_path / "no-such-temporal.toml"))
     address = f"127.0.0.1:{closed_port()}"
     monkeypatch.setenv("TICKETFLOW_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TICKETFLOW_CONFIG", str(tmp_path / "no-such-config.toml"))
