@@ -257,7 +257,19 @@ def locate(cwd: Path | None) -> Location:
         # tampered with, and no git runs on it.
         raise GitLocateError(f"{path / '.git'} does not point at {entry}")
     mirror = entry.parent.parent
+    if _commondir_target(entry) != mirror:
+        # git's ref store reads this file even when GIT_COMMON_DIR is set (git 2.39): a redirected one
+        # would put the ticket's commits in someone else's refs.
+        raise GitLocateError(f"{entry / 'commondir'} does not point at the mirror {mirror}")
     return Location(git_dir=entry, work_tree=path, common_dir=mirror, mirror=mirror)
+
+
+def _commondir_target(entry: Path) -> Path | None:
+    try:
+        text = (entry / "commondir").read_text(errors="replace").strip()
+    except OSError:
+        return None
+    return Path(os.path.abspath(entry / text)) if text else None
 
 
 def subcommand(args: tuple[str, ...] | list[str]) -> str:
@@ -481,21 +493,6 @@ class GitGuard:
             await verify_mirror_config(self.location.mirror)
 
 
-def _check_links(worktree: Path, location: Location) -> None:
-    """A managed worktree's `.git` file and its entry's commondir must say what ticketflow made them say."""
-    if location.mirror is None or location.git_dir is None:
-        return
-    if _gitfile_target(worktree) != location.git_dir:
-        raise GitTampered(f"{worktree / '.git'} does not point at {location.git_dir}; no git runs on it")
-    commondir = location.git_dir / "commondir"
-    try:
-        common = Path(os.path.abspath(location.git_dir / commondir.read_text().strip()))
-    except OSError:
-        common = None
-    if common != location.mirror:
-        raise GitTampered(f"{commondir} does not point at the mirror {location.mirror}")
-
-
 async def guard(worktree: Path, branch: str) -> GitGuard:
     """Check the worktree's git metadata is ticketflow's and remember it, before an agent runs."""
     path = worktree.resolve()
@@ -505,7 +502,6 @@ async def guard(worktree: Path, branch: str) -> GitGuard:
         raise GitTampered(f"cannot find the git directory of {path} in its mirror: {exc}") from None
     if location.git_dir is None or location.work_tree is None:
         raise GitTampered(f"{path} is not a worktree")
-    await asyncio.to_thread(_check_links, path, location)
     if location.mirror is not None:
         await verify_mirror_config(location.mirror)
     checked = GitGuard(path, branch, location)
