@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from activities.gitops import GitError, git
 from activities.settings import Settings
-from workflows.contracts import slugify
+from workflows.contracts import REPO_CREDENTIALS_MESSAGE, repo_has_credentials, slugify
 
 
 class RepoError(Exception):
@@ -119,6 +119,8 @@ def resolve_repo(name: str, settings: Settings) -> ResolvedRepo:
     """A configured repository by name or URL; a github.com or gitlab.com URL; a local path or file:// URL."""
     if name in settings.repos:
         return _configured(name, settings)
+    if repo_has_credentials(name):  # Ticket refuses these; a caller that skipped validation too
+        raise RepoError(f"the repository {REPO_CREDENTIALS_MESSAGE}")
     if _looks_like_url(name):
         return _from_url(name, settings)
     try:
