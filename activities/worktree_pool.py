@@ -46,6 +46,9 @@ TICKET_STATE = (
     "config.worktree",
     "refs",
     "logs",
+    # Never made by git in a worktree's own directory: what an agent planted there (git_guard keeps it
+    # inert, and the next ticket must not inherit it).
+    "hooks",
 )
 
 

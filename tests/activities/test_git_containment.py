@@ -29,7 +29,7 @@ from tests.activities.conftest import git as setup_git
 from tests.conftest import script_agent
 from tests.fakes.repos import add_worktree, clone, make_remote
 from tests.helpers import example_ticket, in_state, result_of, submit, wait_for_status
-from workflows.contracts import Ticket, TicketState, Workspace, WorkspaceRequest
+from workflows.contracts import ReleaseRequest, Ticket, TicketState, Workspace, WorkspaceRequest
 
 MakeTicket = Callable[..., Ticket]
 
@@ -272,6 +272,24 @@ async def test_an_unmanaged_linked_worktree_is_pinned_through_a_checked_gitfile(
     (other / ".git").write_text(f"gitdir: {repo / '.git' / 'worktrees' / 'wt'}\n")  # not its entry
     with pytest.raises(GitError, match="does not point back"):
         await git(other, "status")
+
+
+async def test_a_recycled_worktree_does_not_pass_planted_hooks_on(
+    local_settings: Settings, workspace: Workspace, make_ticket: MakeTicket, tmp_path: Path
+) -> None:
+    worktree, entry, _ = dirs(workspace)
+    plant_hook(entry / "hooks" / "post-checkout", tmp_path / "hook-ran")
+    acts = WorkspaceActivities(local_settings)
+    request = ReleaseRequest(ticket_id="T1", workspace=workspace, state=TicketState.DONE)
+    assert (await ActivityEnvironment().run(acts.release_workspace, request)).action == "recycled"
+
+    second = await ActivityEnvironment().run(
+        acts.prepare_workspace, WorkspaceRequest(ticket=make_ticket("T2"))
+    )
+    _, claimed, _ = dirs(second)
+    assert claimed == entry and not (claimed / "hooks").exists()  # the same worktree, without the hooks
+    assert not (tmp_path / "hook-ran").exists()
+    assert not worktree.exists()
 
 
 # ---------------------------------------------------------------------------------- the tamper check
