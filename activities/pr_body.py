@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import re
 
-from workflows.contracts import CheckReport, PullRequestRequest, ReviewReport, TokenUsage
+from workflows.contracts import (
+    UNTESTED_LABEL,
+    CheckOutcome,
+    CheckReport,
+    PullRequestRequest,
+    ReviewReport,
+    TokenUsage,
+)
 
 EXCERPT_CHARS = 800
 OUTPUT_TAIL_LINES = 30
@@ -40,10 +47,18 @@ def _summary(req: PullRequestRequest) -> str:
     )
 
 
-def _tests(checks: CheckReport | None) -> str:
-    if checks is None:
-        return "## Tests\n\nNo test report."
-    verdict = "passed" if checks.passed else ("timed out" if checks.timed_out else "FAILED")
+_VERDICTS = {
+    CheckOutcome.PASSED: "passed",
+    CheckOutcome.FAILED: "FAILED",
+    CheckOutcome.TIMED_OUT: "timed out",
+    CheckOutcome.NO_TESTS: "NO TESTS RAN",
+    CheckOutcome.NO_COMMAND: "NO TEST COMMAND",
+    CheckOutcome.ENV_ERROR: "ENVIRONMENT ERROR",
+}
+
+
+def counts_text(checks: CheckReport) -> str:
+    """ "3 passed, 1 failed, 0 skipped" from the runner's own report, or why there are none."""
     counts = [
         f"{n} {label}"
         for n, label in (
@@ -53,14 +68,35 @@ def _tests(checks: CheckReport | None) -> str:
         )
         if n is not None
     ]
-    lines = [
-        "## Tests",
-        "",
-        f"Command: `{checks.command}`",
-        f"Result: **{verdict}** (exit code {checks.exit_code}, {checks.duration_seconds:.1f}s)",
+    if not counts:
+        return "unknown (the runner's output has no count we can read)"
+    source = {"junit": " (JUnit report)", "summary": " (summary line)"}.get(checks.counts_from or "", "")
+    return ", ".join(counts) + source
+
+
+def _tests(checks: CheckReport | None) -> str:
+    if checks is None:
+        return "## Tests\n\nNo test report."
+    outcome = checks.verdict
+    lines = ["## Tests", ""]
+    if checks.untested:
+        why = (checks.reason or "no test ran").rstrip(".")
+        lines += [
+            f"> **Untested.** {why}. This pull request is a draft labelled `{UNTESTED_LABEL}`: nothing "
+            "here has been checked by tests.",
+            "",
+        ]
+    source = f" ({checks.command_source}: {checks.command_reason})" if checks.command_source else ""
+    lines += [
+        f"Command: `{checks.command}`{source}",
+        f"Result: **{_VERDICTS[outcome]}** (exit code {checks.exit_code}, {checks.duration_seconds:.1f}s)",
     ]
-    if counts:
-        lines.append(f"Counts: {', '.join(counts)}")
+    if outcome is not CheckOutcome.NO_COMMAND:
+        lines.append(f"Counts: {counts_text(checks)}")
+    if checks.first_failure:
+        lines.append(f"First failing test: `{checks.first_failure}`")
+    if checks.environment:
+        lines.append(f"Environment: {checks.environment}")
     if not checks.passed and checks.output_tail.strip():
         tail = "\n".join(checks.output_tail.strip().splitlines()[-OUTPUT_TAIL_LINES:])
         lines += ["", "<details><summary>Output (last lines)</summary>", "", _fence(tail), "", "</details>"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from activities.pr_body import counts_text
 from activities.settings import Settings, config_file
 from clients import devserver, intake_commands, stats, tickets, watch, worktrees
 from clients.connect import TemporalUnavailable, connect
@@ -23,7 +24,7 @@ from clients.intake import find_cycles
 from clients.ticket_files import TicketError, explain, load_ticket_file
 from workers.logging_setup import setup_logging
 from workers.tracing import setup_tracing, shutdown_tracing
-from workflows.contracts import Ticket, slugify
+from workflows.contracts import CheckOutcome, Ticket, TicketStatus, slugify
 
 USER_ERRORS = (
     TicketError,
@@ -144,6 +145,8 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     for result in results:
         if result.started:
             print(f"submitted {result.ticket_id} (workflow {result.workflow_id})")
+            ticket = next(t for t in batch if t.id == result.ticket_id)
+            print(f"  {tickets.test_command_note(ticket, settings)}")
         else:
             print(
                 f"{result.ticket_id} was already submitted: workflow {result.workflow_id} is "
@@ -175,6 +178,8 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{st.ticket_id}: {st.title}")
     print(f"  state      {st.state.value}" + (f" at {st.stage.value}" if st.stage else ""))
     print(f"  iteration  {st.iteration}/{st.max_iterations}")
+    for line in checks_lines(st):
+        print(f"  {line}")
     if st.blocked_reason:
         print(f"  blocked    {st.blocked_reason}")
         print(f"  unblock    {st.unblock_command}")
@@ -192,6 +197,31 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     for line in st.last_output[-5:]:
         print(f"  | {line}")
     return 0
+
+
+def checks_lines(st: TicketStatus) -> list[str]:
+    """The test command (where it came from, why) and the last test run: outcome, counts, duration,
+    first failing test, what to fix."""
+    checks = st.last_checks
+    command = checks.command if checks else st.test_command
+    source = checks.command_source if checks else st.test_command_source
+    reason = checks.command_reason if checks else st.test_command_reason
+    lines = []
+    if command or reason:
+        origin = f"{source}: {reason}" if source else reason
+        lines.append(f"tests      {command or '(none)'}" + (f"  ({origin})" if origin else ""))
+    if checks is None:
+        return lines
+    counts = counts_text(checks) if checks.verdict is not CheckOutcome.NO_COMMAND else "-"
+    exit_code = f", exit {checks.exit_code}" if checks.exit_code is not None else ""
+    lines.append(f"checks     {checks.verdict.value}: {counts} in {checks.duration_seconds:.1f}s{exit_code}")
+    if checks.reason and not checks.passed:
+        lines.append(f"why        {checks.reason}")
+    if checks.first_failure:
+        lines.append(f"first fail {checks.first_failure}")
+    if checks.env_hint and not checks.passed:
+        lines.append(f"fix        {checks.env_hint}")
+    return lines
 
 
 async def cmd_unblock(args: argparse.Namespace, settings: Settings) -> int:

@@ -22,6 +22,7 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import project_env
 from activities.llm.chains import providers_for
 from activities.repos import RepoError, check_reachable, resolve_repo
 from activities.settings import Settings
@@ -108,7 +109,22 @@ async def validate_repo(ticket: Ticket, settings: Settings) -> Ticket:
         await check_reachable(repo, ticket.base_branch, settings.repo_check_timeout_seconds)
     except RepoError as exc:
         raise TicketOperationError(f"ticket {ticket.id}: {exc}") from exc
+    # A test command naming a path the test sandbox cannot show is refused now, not after the agent ran.
+    command = ticket.test_command or repo.test_command
+    problem = project_env.command_path_problem(command, settings) if command else None
+    if problem is not None:
+        raise TicketOperationError(f"ticket {ticket.id}: test_command: {problem}")
     return ticket
+
+
+def test_command_note(ticket: Ticket, settings: Settings) -> str:
+    """What submit can say about a ticket's test command before its worktree exists."""
+    if ticket.test_command:
+        return f"tests: `{ticket.test_command}` (from the ticket)"
+    cfg = settings.repos.get(ticket.repo)
+    if cfg is not None and cfg.test_command:
+        return f"tests: `{cfg.test_command}` (configured: [repos.{ticket.repo}] test_command)"
+    return "tests: detected when its worktree is prepared (`ticketflow status` shows the command and why)"
 
 
 def _truncate_bytes(text: str, limit: int) -> str:

@@ -123,9 +123,9 @@ def record_sandbox_degraded(reason: str) -> None:
 
 
 def record_check_report(report: CheckReport) -> None:
-    outcome = "timed_out" if report.timed_out else ("passed" if report.passed else "failed")
+    """One test run by its outcome: passed, failed, timed_out, no_tests, no_command, env_error."""
     activity.metric_meter().create_counter("ticketflow_checks", "test runs by outcome").add(
-        1, {"outcome": outcome}
+        1, {"outcome": report.verdict.value}
     )
 
 

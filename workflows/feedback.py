@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workflows.contracts import CheckReport, ReviewReport
+from workflows.contracts import CheckOutcome, CheckReport, ReviewReport
 
 MAX_FEEDBACK_CHARS = 6000
 
@@ -15,8 +15,14 @@ def check_feedback(report: CheckReport) -> str:
         head += f" exited {report.exit_code}"
     if report.failed_count is not None:
         head += f" ({report.failed_count} failed, {report.passed_count or 0} passed)"
+    lines = [f"{head}."]
+    if report.first_failure:
+        lines.append(f"First failing test: {report.first_failure}")
+    if report.outcome is not None and report.outcome is not CheckOutcome.FAILED and report.reason:
+        lines.append(f"Why: {report.reason}")
     tail = report.output_tail[-MAX_FEEDBACK_CHARS:]
-    return f"{head}.\nFix the code so they pass. Output (tail):\n{tail}"
+    lines.append(f"Fix the code so they pass. Output (tail):\n{tail}")
+    return "\n".join(lines)
 
 
 def review_feedback(report: ReviewReport) -> str:

@@ -60,6 +60,15 @@ def record_iteration() -> None:
     _meter().create_counter("ticketflow_fix_iterations", "fix-loop rounds started after a failure").add(1)
 
 
+def record_test_gate(outcome: str, result: str) -> None:
+    """A ticket the test gate stopped (result "blocked": env_error, no_tests, no_command) or let through
+    untested (result "untested_pr": a draft PR labelled untested, where the repository allows it)."""
+    _meter().create_counter(
+        "ticketflow_test_gate",
+        "tickets blocked on their test environment or with no test, or opened untested",
+    ).add(1, {"outcome": outcome, "result": result})
+
+
 def record_finished(outcome: TicketState, status: TicketStatus | None, now: datetime) -> None:
     """A ticket reached a final state: count it, and record how long it took and where the time went."""
     meter = _meter()

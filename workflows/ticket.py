@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.contracts import (
         MAX_OUTPUT_LINES,
         MISSING_TICKET,
+        UNTESTED_LABEL,
         Ack,
         AgentOutput,
         AgentRequest,
@@ -39,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         ApproveRequest,
         CancelRequest,
         Carry,
+        CheckOutcome,
         CheckReport,
         ChecksRequest,
         Classification,
@@ -261,6 +263,14 @@ class TicketWorkflow:
             policy.PREPARE_WORKSPACE, WorkspaceRequest(ticket=self._ticket), Workspace, on_host=False
         )
         self._status.branch = self._workspace.branch
+        ws = self._workspace
+        self._status.test_command = ws.test_command
+        self._status.test_command_source = ws.test_command_source
+        self._status.test_command_reason = ws.test_command_reason
+        if ws.test_command_source is not None or ws.test_command_reason:
+            source = f"{ws.test_command_source}: " if ws.test_command_source else ""
+            why = ws.test_command_reason[:300]
+            self._note(f"test command: {ws.test_command or '(none)'} ({source}{why})")
         return Stage.RUN_AGENT
 
     async def _run_agent(self) -> Stage:
@@ -325,11 +335,45 @@ class TicketWorkflow:
             self._feedback = None
             self._status.last_good_commit = self._status.last_commit or self._status.last_good_commit
             return Stage.REVIEW
+        if report.outcome not in (None, CheckOutcome.FAILED, CheckOutcome.TIMED_OUT) and workflow.patched(
+            TEST_GATE_PATCH
+        ):
+            return await self._test_gate(report)
         self._feedback = check_feedback(report)
         counts = (
             f"{report.failed_count} failed" if report.failed_count is not None else f"exit {report.exit_code}"
         )
         return await self._another_iteration(f"the checks still fail ({report.command}: {counts})")
+
+    async def _test_gate(self, report: CheckReport) -> Stage:
+        """A run that says nothing about the agent's code: no agent iteration is spent on it. A broken
+        environment, or no test at all where the repository requires tests, blocks the ticket at once with
+        the reason and the fix; untested work where tests are optional goes on to a draft PR."""
+        outcome = report.verdict
+        fix = f" Fix: {report.env_hint}" if report.env_hint else ""
+        if outcome is CheckOutcome.ENV_ERROR:
+            metrics.record_test_gate(outcome.value, "blocked")
+            return await self._blocked_on_checks(
+                f"the test environment is broken: {report.reason}.{fix}", report
+            )
+        if report.tests_required:
+            metrics.record_test_gate(outcome.value, "blocked")
+            return await self._blocked_on_checks(f"no test ran: {report.reason}.{fix}", report)
+        self._feedback = None
+        self._note(f"untested ({report.reason}): the PR opens as a draft labelled {UNTESTED_LABEL}")
+        return Stage.REVIEW
+
+    async def _blocked_on_checks(self, reason: str, report: CheckReport) -> Stage:
+        """`retry` runs the checks again (the environment was fixed); `unblock` hands the guidance (write
+        tests, declare a dependency) to the agent."""
+        answer = await self._wait_for_human(reason, Stage.RUN_CHECKS)
+        if answer.kind != "unblock":
+            return Stage.RUN_CHECKS
+        self._guidance = answer.guidance or self._guidance
+        self._feedback = check_feedback(report)
+        self._status.iteration += 1
+        self._resume_session = True
+        return Stage.RUN_AGENT
 
     async def _review(self) -> Stage:
         self._transition(TicketState.REVIEWING, Stage.REVIEW)
@@ -400,8 +444,15 @@ class TicketWorkflow:
 
     async def _open_pr(self) -> None:
         self._transition(TicketState.OPENING_PR, Stage.OPEN_PR)
+        ticket = self._ticket
+        checks = self._status.last_checks
+        if checks is not None and checks.untested and not checks.tests_required:
+            # Opened as a draft (checks did not pass), labelled so nobody mistakes it for tested work.
+            labels = [label for label in ticket.labels if label != UNTESTED_LABEL]
+            ticket = ticket.model_copy(update={"labels": [*labels, UNTESTED_LABEL]})
+            metrics.record_test_gate(checks.verdict.value, "untested_pr")
         request = PullRequestRequest(
-            ticket=self._ticket,
+            ticket=ticket,
             workspace=self._require_workspace(),
             classification=self._status.classification or Classification(),
             checks=self._status.last_checks,
@@ -869,6 +920,9 @@ MODEL_DOWN_PATCH = "model-down-wait"
 RELEASE_WORKSPACE_PATCH = "release-workspace"
 LLM_QUEUE_PATCH = "classify-on-llm-queue"
 TOKEN_BUDGET_PATCH = "token-budget"
+# CheckReport.outcome: an environment error or a run without tests blocks (or, where tests are optional,
+# opens an untested draft PR) instead of going back to the agent.
+TEST_GATE_PATCH = "test-gate-outcomes"
 _MODEL_STAGE = {Stage.CLASSIFY: "classify", Stage.RUN_AGENT: "code", Stage.REVIEW: "review"}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from activities.pr_body import EXCERPT_CHARS, render_pr_body, workflow_url
 from workflows.contracts import (
+    CheckOutcome,
     CheckReport,
     Classification,
     Finding,
@@ -101,3 +102,39 @@ def test_workflow_url() -> None:
         workflow_url("http://ui:8233/", "prod", "ticket-T-1")
         == "http://ui:8233/namespaces/prod/workflows/ticket-T-1"
     )
+
+
+def test_an_untested_pr_says_so_and_how_the_command_was_chosen() -> None:
+    checks = CheckReport(
+        passed=False,
+        command="python -m pytest -q",
+        exit_code=5,
+        passed_count=0,
+        failed_count=0,
+        skipped_count=0,
+        counts_from="junit",
+        outcome=CheckOutcome.NO_TESTS,
+        command_source="detected",
+        command_reason="pytest: named in pyproject.toml",
+        reason="pytest collected no tests (exit 5)",
+        tests_required=False,
+    )
+    body = render_pr_body(req(checks=checks), LINK)
+    assert "> **Untested.** pytest collected no tests (exit 5)." in body and "`untested`" in body
+    assert "Command: `python -m pytest -q` (detected: pytest: named in pyproject.toml)" in body
+    assert "Result: **NO TESTS RAN** (exit code 5" in body
+    assert "Counts: 0 passed, 0 failed, 0 skipped (JUnit report)" in body
+
+
+def test_failed_checks_name_the_first_failing_test() -> None:
+    checks = CheckReport(
+        passed=False,
+        command="cargo test",
+        exit_code=101,
+        outcome=CheckOutcome.FAILED,
+        first_failure="tests::adds",
+        environment="no project environment: the runner comes from the worker's PATH",
+    )
+    body = render_pr_body(req(checks=checks), LINK)
+    assert "First failing test: `tests::adds`" in body and "Untested" not in body
+    assert "Counts: unknown" in body
