@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,7 @@ def make_project(root: Path, name: str, files: dict[str, str]) -> Path:
 
 
 def use(
-    worker: Settings, tmp_path: Path, name: str, files: dict[str, str], recipe: dict[str, object]
+    worker: Settings, tmp_path: Path, name: str, files: dict[str, str], recipe: Mapping[str, object]
 ) -> None:
     worker.repos[name] = RepoConfig(url=str(make_project(tmp_path / "projects", name, files)))
     worker.agents[name] = script_agent(tmp_path, f"agent_{name}", AGENT.format(recipe=json.dumps(recipe)))
