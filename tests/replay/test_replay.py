@@ -38,6 +38,7 @@ async def test_there_are_histories_to_replay() -> None:
     assert {"done", "fix-loop", "blocked-unblocked", "cancelled", "dependencies"} <= names
     assert {"model-down-waited", "usage-limit-gated"} <= names
     assert {"done-released", "done-llm-queue"} <= names
+    assert {"test-gate-env-error-retried", "test-gate-untested-draft"} <= names
 
 
 @pytest.mark.parametrize("path", committed_histories(), ids=lambda p: p.stem)
@@ -88,6 +89,28 @@ async def test_record_model_histories(client: Client, worker: Settings) -> None:
         gated = example_ticket("demo-4-readme.md", id="replay-limit-gated")
         await submit(client, worker, gated)
         await record(client, "usage-limit-gated", gated.id)
+
+
+@pytest.mark.skipif(not os.environ.get("TICKETFLOW_RECORD_HISTORIES"), reason="records histories on request")
+async def test_record_test_gate_histories(client: Client, worker: Settings) -> None:
+    """The test gate (patch "test-gate-outcomes"): a runner that is not there blocks the ticket, the
+    operator fixes the configuration and retries the checks; a run of no tests where tests are optional
+    opens an untested draft PR."""
+    calc = worker.repos["calc"]
+    worker.repos["calc"] = calc.model_copy(update={"test_command": "no-such-runner --all"})
+    broken = example_ticket("demo-1-multiply.md", id="replay-env-error")
+    await submit(client, worker, broken)
+    await wait_for_status(client, broken.id, in_state(TicketState.BLOCKED))
+    worker.repos["calc"] = calc
+    await tickets.retry(client, worker, broken.id)
+    await record(client, "test-gate-env-error-retried", broken.id)
+
+    worker.repos["calc"] = calc.model_copy(
+        update={"test_command": "python -m unittest discover -p 'nothing_*.py'", "require_tests": False}
+    )
+    untested = example_ticket("demo-4-readme.md", id="replay-untested")
+    await submit(client, worker, untested)
+    await record(client, "test-gate-untested-draft", untested.id)
 
 
 async def record(client: Client, name: str, ticket_id: str) -> None:
