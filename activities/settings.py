@@ -276,6 +276,9 @@ class Settings(BaseSettings):
     sources: list[str] = Field(default_factory=list)
     intake_interval_minutes: float = Field(default=5.0, gt=0)
     webhook_secret: SecretStr | None = None
+    # Addresses or networks of reverse proxies in front of the webhook: behind them, the rate limit counts
+    # the client named in X-Forwarded-For (docs/intake.md, *Webhook*).
+    webhook_trusted_proxies: list[str] = Field(default_factory=list)
     # Non-blocking review findings (medium/high) of a DONE ticket become follow-up tickets in its source.
     follow_up_tickets: bool = False
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -83,8 +82,10 @@ async def cmd_retry_failed(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
     from clients.webhook import serve_webhook
+    from workers.logging_setup import setup_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # JSON lines (text at a terminal), with every configured secret masked, like the worker's.
+    setup_logging(settings.log_format, settings.log_level, secrets=settings.secret_values())
     try:
         await serve_webhook(settings, args.host, args.port)
     except SourceError as exc:
@@ -102,6 +103,8 @@ def add_commands(command: CommandAdder) -> None:
     p.add_argument("--dry-run", action="store_true", help="list failed tickets and what would happen")
     p.add_argument("--max-age-days", type=float, default=7.0, help="only tickets failed this recently")
     p.add_argument("--id", help="only this ticket")
-    p = command("webhook", cmd_webhook, "receive GitHub issue events and start tickets", False)
+    p = command(
+        "webhook", cmd_webhook, "receive GitHub, GitLab and Gitea issue events and start tickets", False
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8787)

@@ -1,9 +1,22 @@
-"""Webhook receiver for GitHub issue events: a labelled (or opened-with-label) issue starts a ticket.
+"""Webhook receiver for issue events of GitHub, GitLab and Gitea: a labelled issue starts its ticket.
 
-Plain asyncio streams, no framework: one small POST endpoint. Every request passes, in order, a size
-limit, a per-client rate limit, the HMAC-SHA256 signature (`X-Hub-Signature-256`, compared in constant
-time) and a replay check on `X-GitHub-Delivery` (a bounded set of recent ids, persisted under the state
-dir, so a restart does not reopen the window). Only then is the JSON read.
+An ASGI app (Starlette) served by uvicorn. Routes, exactly: `POST /github`, `POST /gitlab`,
+`POST /gitea` and `GET /healthz`; anything else is 404 (405 for a known path with another method).
+Every event passes, in order:
+
+1. size: a body over 1 MiB is 413 (Content-Length checked first, streamed bodies counted);
+2. a per-client rate limit (429). The client is the connection's peer, unless that peer is one of
+   `webhook_trusted_proxies`: then it is the last address of X-Forwarded-For that is not a trusted proxy;
+3. the host's signature, in constant time (401): GitHub `X-Hub-Signature-256` (`sha256=` HMAC-SHA256 of
+   the body), GitLab `X-Gitlab-Token` (the secret itself), Gitea `X-Gitea-Signature` (hex HMAC-SHA256);
+4. replay: a delivery id (`X-GitHub-Delivery`, `X-Gitlab-Event-UUID`, `X-Gitea-Delivery`) already
+   handled is 409, and one being handled right now too.
+
+Only then is the JSON read. A delivery is recorded as handled once its ticket was started (or found
+already started) or the event was answered for good (ignored, refused): a delivery that failed with a
+5xx, e.g. while Temporal was down, is not recorded, so the host's "Redeliver" works. Handled ids (the
+last 10,000) are kept in memory and in `<state_dir>/webhook/deliveries.log`, so a restart does not
+reopen the window.
 """
 
 from __future__ import annotations
@@ -11,20 +24,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from activities.settings import Settings
-from clients.sources import Fetched, SourceError, open_source
-from clients.sources.github_issues import GitHubIssuesSource
+from clients.sources import Fetched, SourceError, TicketSource, open_source
 from clients.ticket_files import explain
+from workflows.contracts import Ticket
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from activities.settings import Settings
 
 log = logging.getLogger("ticketflow.webhook")
 
@@ -34,14 +55,15 @@ READ_TIMEOUT = 10.0
 REMEMBERED_DELIVERIES = 10_000
 RATE_PER_MINUTE = 60
 TRACKED_CLIENTS = 10_000
-TRIGGER_ACTIONS = ("opened", "labeled")
+MAX_DELIVERY_ID = 100
 
 Reply = tuple[int, str]
-StartBatch = Callable[[GitHubIssuesSource, Fetched], Awaitable[str]]
+# Starts the tickets of one event; answers (status, message). A 5xx leaves the delivery unrecorded.
+StartBatch = Callable[[TicketSource, Fetched], Awaitable[Reply]]
 
 
 class DeliveryLog:
-    """Recently seen delivery ids: bounded in memory, appended to a file, compacted when it doubles."""
+    """Handled delivery ids: bounded in memory, appended to a file, compacted when it doubles."""
 
     def __init__(self, path: Path, limit: int = REMEMBERED_DELIVERIES) -> None:
         self.path, self.limit = path, limit
@@ -90,15 +112,181 @@ class RateLimiter:
         return allowed
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(entries: Iterable[str]) -> list[Network]:
+    """`webhook_trusted_proxies` entries: addresses or CIDR networks."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise SourceError(f"webhook_trusted_proxies: {entry!r} is not an IP address or network") from None
+    return networks
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted: list[Network]) -> str:
+    """The address the rate limit counts: the peer, or behind trusted proxies the first untrusted
+    address of X-Forwarded-For counted from the right (the entries left of it are the client's word)."""
+
+    def is_trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in trusted)
+
+    if not trusted or not is_trusted(peer) or not forwarded_for:
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not is_trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # a proxy we trust wrote garbage: count the proxy
+    return hops[0] if hops else peer
+
+
+# ------------------------------------------------------------------------------------- git hosts
+
+
 def signature_of(secret: bytes, body: bytes) -> str:
+    """GitHub's X-Hub-Signature-256 value."""
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
+def gitea_signature_of(secret: bytes, body: bytes) -> str:
+    """Gitea's (and Forgejo's) X-Gitea-Signature value: the bare hex digest."""
+    return hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Issue:
+    """An issue event, the same for every host."""
+
+    repo: str  # owner/name, or GitLab's group/project path, lower case
+    action: str  # opened | labeled | other
+    labels: frozenset[str]
+    added_labels: frozenset[str]
+    issue: dict[str, Any]  # the host's issue object, for its source's ticket_from_issue
+
+
+class Host:
+    """One git host's webhook dialect: signature, headers and the issue event's shape."""
+
+    name = ""
+    delivery_header = ""
+    event_header = ""
+    issue_events: tuple[str, ...] = ()
+    ping_events: tuple[str, ...] = ()
+
+    def verify(self, secret: bytes, headers: dict[str, str], body: bytes) -> bool:
+        raise NotImplementedError
+
+    def issue_event(self, payload: dict[str, Any]) -> Issue | None:
+        raise NotImplementedError
+
+
+def _names(labels: Any, key: str = "name") -> frozenset[str]:
+    return frozenset(
+        str(label.get(key)) for label in labels or [] if isinstance(label, dict) and label.get(key)
+    )
+
+
+class GitHubHook(Host):
+    name = "github"
+    delivery_header = "x-github-delivery"
+    event_header = "x-github-event"
+    issue_events: tuple[str, ...] = ("issues",)
+    ping_events: tuple[str, ...] = ("ping",)
+
+    def verify(self, secret: bytes, headers: dict[str, str], body: bytes) -> bool:
+        given = headers.get("x-hub-signature-256", "")
+        return hmac.compare_digest(given.encode(), signature_of(secret, body).encode())
+
+    def issue_event(self, payload: dict[str, Any]) -> Issue | None:
+        issue = payload.get("issue")
+        if not isinstance(issue, dict):
+            return None
+        action = str(payload.get("action", ""))
+        added = _names([payload.get("label")]) if action == "labeled" else frozenset()
+        return Issue(
+            repo=str((payload.get("repository") or {}).get("full_name", "")).lower(),
+            action=action if action in ("opened", "labeled") else action or "unknown",
+            labels=_names(issue.get("labels")),
+            added_labels=added,
+            issue=issue,
+        )
+
+
+class GiteaHook(GitHubHook):
+    """Gitea and Forgejo: GitHub's payload shape, their own signature header and label actions."""
+
+    name = "gitea"
+    delivery_header = "x-gitea-delivery"
+    event_header = "x-gitea-event"
+    ping_events = ()
+
+    def verify(self, secret: bytes, headers: dict[str, str], body: bytes) -> bool:
+        given = headers.get("x-gitea-signature", "")
+        return hmac.compare_digest(given.encode(), gitea_signature_of(secret, body).encode())
+
+    def issue_event(self, payload: dict[str, Any]) -> Issue | None:
+        event = super().issue_event(payload)
+        if event is None:
+            return None
+        # Gitea reports any label change as `label_updated` with the issue's labels afterwards; whether
+        # the intake label is new cannot be told, and starting an issue twice starts it once.
+        if event.action == "label_updated":
+            return Issue(event.repo, "labeled", event.labels, event.labels, event.issue)
+        return event
+
+
+class GitLabHook(Host):
+    name = "gitlab"
+    delivery_header = "x-gitlab-event-uuid"
+    event_header = "x-gitlab-event"
+    issue_events = ("Issue Hook",)
+
+    def verify(self, secret: bytes, headers: dict[str, str], body: bytes) -> bool:
+        return hmac.compare_digest(headers.get("x-gitlab-token", "").encode(), secret)
+
+    def issue_event(self, payload: dict[str, Any]) -> Issue | None:
+        attributes = payload.get("object_attributes")
+        if payload.get("object_kind") != "issue" or not isinstance(attributes, dict):
+            return None
+        labels = _names(payload.get("labels"), "title")
+        changes = (payload.get("changes") or {}).get("labels") or {}
+        before = _names(changes.get("previous"), "title")
+        added = _names(changes.get("current"), "title") - before
+        action = {"open": "opened", "reopen": "opened"}.get(str(attributes.get("action")), "other")
+        if action == "other" and added:
+            action = "labeled"
+        issue = {
+            "number": attributes.get("iid"),
+            "title": attributes.get("title"),
+            "body": attributes.get("description"),
+            "labels": [{"name": name} for name in sorted(labels)],
+        }
+        project = str((payload.get("project") or {}).get("path_with_namespace", "")).lower()
+        return Issue(project, action, labels, added, issue)
+
+
+HOSTS: dict[str, Host] = {hook.name: hook for hook in (GitHubHook(), GitLabHook(), GiteaHook())}
+
+
+# -------------------------------------------------------------------------------------- receiver
+
+
 class WebhookReceiver:
+    """What to do with one verified request; the HTTP layer (create_app) is separate."""
+
     def __init__(
         self,
         secret: bytes,
-        sources: list[GitHubIssuesSource],
+        sources: list[Any],
         start: StartBatch,
         deliveries: DeliveryLog,
         limiter: RateLimiter | None = None,
@@ -106,155 +294,220 @@ class WebhookReceiver:
         if not secret:
             raise SourceError("the webhook needs a secret: set webhook_secret (TICKETFLOW_WEBHOOK_SECRET)")
         self.secret, self.start, self.deliveries = secret, start, deliveries
-        self.sources = {s.owner_repo.lower(): s for s in sources}
+        # (host, repository path) -> its issue source: github:, gitlab: and gitea: sources
+        self.sources = {(s.spec.kind, s.owner_repo.lower()): s for s in sources}
         self.limiter = limiter or RateLimiter()
+        self._in_flight: set[str] = set()
 
-    async def handle(self, client: str, method: str, headers: dict[str, str], body: bytes) -> Reply:
-        if method != "POST":
-            return 405, "only POST"
+    async def handle(self, host_name: str, client: str, headers: dict[str, str], body: bytes) -> Reply:
+        host = HOSTS[host_name]
         if not self.limiter.allow(client):
             return 429, "too many requests"
-        given = headers.get("x-hub-signature-256", "")
-        if not hmac.compare_digest(given.encode(), signature_of(self.secret, body).encode()):
+        if not host.verify(self.secret, headers, body):
             return 401, "bad signature"
-        delivery = headers.get("x-github-delivery", "").strip()
-        if not delivery or len(delivery) > 100 or any(c.isspace() for c in delivery):
-            return 400, "missing X-GitHub-Delivery"
-        if delivery in self.deliveries:
+        delivery = headers.get(host.delivery_header, "").strip()
+        if not delivery or len(delivery) > MAX_DELIVERY_ID or any(c.isspace() for c in delivery):
+            return 400, f"missing {host.delivery_header}"
+        key = f"{host.name}:{delivery}"
+        if key in self.deliveries or delivery in self.deliveries:
             return 409, f"delivery {delivery} was already received"
-        self.deliveries.add(delivery)
-        event = headers.get("x-github-event", "")
-        if event == "ping":
+        if key in self._in_flight:
+            return 409, f"delivery {delivery} is being handled"
+        self._in_flight.add(key)
+        try:
+            status, message = await self._event(host, headers, body)
+        finally:
+            self._in_flight.discard(key)
+        if status < 500:
+            self.deliveries.add(key)
+        return status, message
+
+    async def _event(self, host: Host, headers: dict[str, str], body: bytes) -> Reply:
+        event = headers.get(host.event_header, "")
+        if event in host.ping_events:
             return 200, "pong"
-        if event != "issues":
+        if event not in host.issue_events:
             return 202, f"ignored {event or 'unnamed'} event"
         try:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return 400, "body is not JSON"
-        return await self._issue_event(payload)
+        issue = host.issue_event(payload) if isinstance(payload, dict) else None
+        if issue is None:
+            return 400, f"not a {host.name} issue event payload"
+        return await self._issue(host, issue)
 
-    async def _issue_event(self, payload: Any) -> Reply:
-        if not isinstance(payload, dict) or not isinstance(payload.get("issue"), dict):
-            return 400, "not an issues event payload"
-        repo = str((payload.get("repository") or {}).get("full_name", "")).lower()
-        source = self.sources.get(repo)
+    async def _issue(self, host: Host, event: Issue) -> Reply:
+        source = self.sources.get((host.name, event.repo))
         if source is None:
-            return 202, f"no source configured for {repo or 'this repository'}"
-        issue = payload["issue"]
-        labels = {str(label.get("name")) for label in issue.get("labels") or [] if isinstance(label, dict)}
-        if payload.get("action") not in TRIGGER_ACTIONS or source.label not in labels:
-            return 202, f"ignored: action {payload.get('action')!r} without label {source.label!r}"
-        if payload.get("action") == "labeled" and (payload.get("label") or {}).get("name") != source.label:
+            return 202, f"no {host.name}: source configured for {event.repo or 'this repository'}"
+        label = source.label
+        if event.action not in ("opened", "labeled") or label not in event.labels:
+            return 202, f"ignored: action {event.action!r} without label {label!r}"
+        if event.action == "labeled" and label not in event.added_labels:
             return 202, "ignored: another label was added"
         try:
-            ticket = source.ticket_from_issue(issue)
-        except (ValidationError, KeyError) as exc:
+            ticket: Ticket = source.ticket_from_issue(event.issue)
+        except (ValidationError, KeyError, TypeError) as exc:
             reason = explain(exc) if isinstance(exc, ValidationError) else f"missing {exc}"
-            return 422, f"issue #{issue.get('number')}: {reason}"
-        return 200, await self.start(source, Fetched(tickets=[ticket]))
+            return 422, f"issue #{event.issue.get('number')}: {reason}"
+        return await self.start(source, Fetched(tickets=[ticket]))
 
 
-# ---------------------------------------------------------------------------------------- server
+# ------------------------------------------------------------------------------------------- HTTP
 
 
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+class _TooLarge(Exception):
+    pass
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError:
-        raise _BadRequest(431, "headers too large") from None
-    except asyncio.IncompleteReadError:
-        raise _BadRequest(400, "incomplete request") from None
-    lines = head.decode("latin-1").split("\r\n")
-    method = lines[0].split(" ", 1)[0]
-    headers = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        raise _BadRequest(411, "send a Content-Length")
-    try:
-        length = int(headers.get("content-length", "0"))
-    except ValueError:
-        raise _BadRequest(400, "bad Content-Length") from None
-    if length < 0 or length > MAX_BODY_BYTES:
-        raise _BadRequest(413, f"body over {MAX_BODY_BYTES} bytes")
-    return method, headers, await reader.readexactly(length)
+class _HeadersTooLarge(Exception):
+    pass
 
 
-def _response(status: int, message: str) -> bytes:
-    body = json.dumps({"message": message}).encode()
-    head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    return (head + "Connection: close\r\n\r\n").encode() + body
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise _TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
-def connection_handler(
-    receiver: WebhookReceiver,
-) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        client = str(peer[0]) if isinstance(peer, tuple) else "unknown"
+def create_app(receiver: WebhookReceiver, trusted_proxies: list[Network] | None = None) -> Starlette:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    trusted = trusted_proxies or []
+
+    def reply(status: int, message: str) -> Response:
+        return JSONResponse({"message": message}, status_code=status)
+
+    async def healthz(request: Request) -> Response:
+        return reply(200, "ok")
+
+    async def event(request: Request) -> Response:
+        host = request.url.path.strip("/")
+        peer = request.client.host if request.client else "unknown"
+        client = client_address(peer, request.headers.get("x-forwarded-for"), trusted)
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        delivery = headers.get(HOSTS[host].delivery_header, "-")[:MAX_DELIVERY_ID]
         try:
-            method, headers, body = await asyncio.wait_for(_read_request(reader), READ_TIMEOUT)
-            status, message = await receiver.handle(client, method, headers, body)
-        except _BadRequest as exc:
-            status, message = exc.status, str(exc)
-        except (TimeoutError, asyncio.IncompleteReadError):
+            if sum(len(name) + len(value) for name, value in request.headers.raw) > MAX_HEADER_BYTES:
+                raise _HeadersTooLarge
+            body = await asyncio.wait_for(_read_body(request), READ_TIMEOUT)
+            status, message = await receiver.handle(host, client, headers, body)
+        except _HeadersTooLarge:
+            status, message = 431, f"headers over {MAX_HEADER_BYTES} bytes"
+        except _TooLarge:
+            status, message = 413, f"body over {MAX_BODY_BYTES} bytes"
+        except TimeoutError:
             status, message = 408, "request not received in time"
-        except Exception:  # a failing start must not kill the server; GitHub retries on 5xx
-            log.exception("webhook request failed")
+        except Exception:  # a failing start must not kill the server; the host may redeliver a 5xx
+            log.exception("%s delivery %s failed", host, delivery)
             status, message = 500, "internal error"
-        log.info("%s -> %s %s", client, status, message)
-        try:
-            writer.write(_response(status, message))
-            await writer.drain()
-        except ConnectionError:
-            pass  # the client went away; nothing to tell it
-        finally:
-            writer.close()
+        log.info(
+            "POST /%s %d from %s delivery %s event %s: %s",
+            host,
+            status,
+            client,
+            delivery,
+            headers.get(HOSTS[host].event_header, "-")[:60],
+            message,
+        )
+        return reply(status, message)
 
-    return serve
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return reply(404, f"no such path: {request.url.path[:100]}")
+
+    async def wrong_method(request: Request, exc: Exception) -> Response:
+        response = reply(
+            405, f"{request.url.path} takes {'GET' if request.url.path == '/healthz' else 'POST'}"
+        )
+        response.headers["Allow"] = "GET" if request.url.path == "/healthz" else "POST"
+        return response
+
+    routes = [Route("/healthz", healthz, methods=["GET"])]
+    routes += [Route(f"/{name}", event, methods=["POST"]) for name in HOSTS]
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: wrong_method})
 
 
-async def start_server(receiver: WebhookReceiver, host: str, port: int) -> asyncio.Server:
-    return await asyncio.start_server(connection_handler(receiver), host, port, limit=MAX_HEADER_BYTES)
+# ----------------------------------------------------------------------------------------- serving
 
 
-def github_sources(settings: Settings) -> list[GitHubIssuesSource]:
-    found = [open_source(text, settings) for text in settings.sources if text.startswith("github:")]
-    sources = [s for s in found if isinstance(s, GitHubIssuesSource)]
-    if not sources:
-        raise SourceError("the webhook serves github: sources; list at least one under `sources`")
-    return sources
+def issue_sources(settings: Settings) -> list[Any]:
+    kinds = tuple(f"{name}:" for name in HOSTS)
+    found = [open_source(text, settings) for text in settings.sources if text.startswith(kinds)]
+    if not found:
+        raise SourceError(
+            "the webhook serves github:, gitlab: and gitea: sources; list at least one under `sources`"
+        )
+    return found
 
 
-async def serve_webhook(settings: Settings, host: str, port: int) -> None:
+def intake_starter(client: Any, settings: Settings) -> StartBatch:
+    """Start an event's tickets through intake (its dependency checks included), as (status, message):
+    200 when started or already known, 422 when refused, 503 when starting failed (retry later)."""
     from clients import intake
+
+    async def start(source: TicketSource, fetched: Fetched) -> Reply:
+        report = await intake.run_intake(client, settings, source, fetched=fetched)
+        done = [*(f"started {t}" for t in report.started), *(f"{t} already known" for t in report.existing)]
+        if report.errors and not done:
+            return 503, "; ".join(report.errors)
+        if report.rejected and not done:
+            return 422, "; ".join(report.rejected)
+        return 200, "; ".join([*done, *report.rejected, *report.errors]) or "nothing to start"
+
+    return start
+
+
+def server_config(app: Starlette, host: str, port: int) -> Any:
+    """uvicorn's configuration for the webhook (a uvicorn.Config)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # the process' logging (JSON, redacted) is configured by the caller
+        access_log=False,  # one line per event is logged by the app, with the outcome
+        proxy_headers=False,  # client_address decides, from webhook_trusted_proxies only
+        server_header=False,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=5,
+        lifespan="off",
+    )
+
+
+async def serve_webhook(
+    settings: Settings, host: str, port: int, *, started: asyncio.Event | None = None
+) -> None:
+    import uvicorn
+
     from clients.connect import connect
 
-    client = await connect(settings)
-
-    async def start(source: GitHubIssuesSource, fetched: Fetched) -> str:
-        report = await intake.run_intake(client, settings, source, fetched=fetched)
-        parts = [
-            *(f"started {t}" for t in report.started),
-            *report.existing,
-            *report.rejected,
-            *report.errors,
-        ]
-        return "; ".join(parts) or "nothing to start"
-
     secret = settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else b""
+    if not secret:  # before connecting: a misconfigured webhook says so even while Temporal is away
+        raise SourceError("the webhook needs a secret: set webhook_secret (TICKETFLOW_WEBHOOK_SECRET)")
+    sources = issue_sources(settings)
+    trusted = parse_networks(settings.webhook_trusted_proxies)
+    client = await connect(settings)
     deliveries = DeliveryLog(settings.state_dir / "webhook" / "deliveries.log")
-    receiver = WebhookReceiver(secret, github_sources(settings), start, deliveries)
-    server = await start_server(receiver, host, port)
-    log.info("webhook listening on http://%s:%s", host, port)
-    async with server:
-        await server.serve_forever()
+    receiver = WebhookReceiver(secret, sources, intake_starter(client, settings), deliveries)
+    config = server_config(create_app(receiver, trusted), host, port)
+    ready = started or asyncio.Event()
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                ready.set()
+
+    log.info("webhook listening on http://%s:%s (%s)", host, port, ", ".join(f"/{h}" for h in HOSTS))
+    await Server(config).serve()

@@ -22,7 +22,9 @@ from clients.sources.base import (
     ticket_id_from,
 )
 from clients.sources.beads import BeadsSource
+from clients.sources.gitea_issues import GiteaIssuesSource
 from clients.sources.github_issues import GitHubIssuesSource
+from clients.sources.gitlab_issues import GitLabIssuesSource
 
 __all__ = [
     "SOURCES",
@@ -39,6 +41,8 @@ SOURCES: dict[str, Callable[[SourceSpec, Settings], TicketSource]] = {
     "backlog": lambda spec, _settings: BacklogSource(spec),
     "beads": lambda spec, _settings: BeadsSource(spec),
     "github": lambda spec, settings: GitHubIssuesSource(spec, settings.github_token),
+    "gitlab": lambda spec, settings: GitLabIssuesSource(spec, settings.gitlab_token),
+    "gitea": lambda spec, settings: GiteaIssuesSource(spec, settings.gitea_token),
 }
 
 

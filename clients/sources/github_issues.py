@@ -38,14 +38,20 @@ _PRIORITY_WORDS = {"critical": 1, "urgent": 1, "high": 2, "medium": 3, "low": 4}
 
 
 class GitHubIssuesSource:
+    """GitHub's issues; Gitea's (clients/sources/gitea_issues.py) reuse all but labels and auth."""
+
+    host = "GitHub"
+    web_url = "https://github.com"
+
     def __init__(self, spec: SourceSpec, token: SecretStr | None) -> None:
         if not _OWNER_REPO.fullmatch(spec.location):
-            raise SourceError(f"github source {spec.location!r} is not OWNER/REPO")
+            raise SourceError(f"{spec.kind} source {spec.location!r} is not OWNER/REPO")
         self.owner_repo = spec.location
         self.label = spec.params.get("label", "ticketflow")
         self.api_url = spec.params.get("api", API_URL).rstrip("/")
         self.spec = spec
         self._token = token
+        self.transport: httpx.AsyncBaseTransport | None = None  # tests put a fake host here
 
     # ------------------------------------------------------------------------------------ intake
 
@@ -79,7 +85,7 @@ class GitHubIssuesSource:
                 "id": self.ticket_id(issue["number"]),
                 "title": str(issue.get("title", "")),
                 "body": body or str(issue.get("title", "")),
-                "repo": self.spec.params.get("repo") or f"https://github.com/{self.owner_repo}.git",
+                "repo": self.spec.params.get("repo") or f"{self.web_url}/{self.owner_repo}.git",
                 "base_branch": self.spec.params.get("base") or "main",
                 "labels": [n for n in names if n != self.label and _priority(n) is None][:20],
                 "priority": next((p for p in map(_priority, names) if p is not None), 3),
@@ -90,15 +96,15 @@ class GitHubIssuesSource:
 
     async def _open_issues(self, found: Fetched) -> list[dict[str, Any]]:
         issues: list[dict[str, Any]] = []
-        params: dict[str, str] | None = {"labels": self.label, "state": "open", "per_page": "100"}
+        params: dict[str, str] | None = {"labels": self.label, "state": "open", **self._page_params}
         url: str | None = f"/repos/{self.owner_repo}/issues"
         async with self._client() as client:
             for _ in range(MAX_PAGES):
                 if url is None:
                     break
-                resp = await _request(client, "GET", url, params=params)
+                resp = await _request(client, "GET", url, params=params, host=self.host)
                 # Pull requests are issues too in this API; only real issues become tickets.
-                issues += [i for i in resp.json() if isinstance(i, dict) and "pull_request" not in i]
+                issues += [i for i in resp.json() if isinstance(i, dict) and not i.get("pull_request")]
                 # The next link carries the whole query; passing params again would replace it.
                 url, params = resp.links.get("next", {}).get("url"), None
                 if url and resp.headers.get("x-ratelimit-remaining") == "0":
@@ -119,10 +125,13 @@ class GitHubIssuesSource:
         line = outcome_line(state, pr_url, reason)
         base = f"/repos/{self.owner_repo}/issues/{number}"
         async with self._client() as client:
-            comments = (await _request(client, "GET", f"{base}/comments", params={"per_page": "100"})).json()
+            params = dict(self._page_params)
+            comments = (
+                await _request(client, "GET", f"{base}/comments", params=params, host=self.host)
+            ).json()
             commented = any(line in str(c.get("body", "")) for c in comments if isinstance(c, dict))
             if not commented:
-                await _request(client, "POST", f"{base}/comments", json={"body": line})
+                await _request(client, "POST", f"{base}/comments", json={"body": line}, host=self.host)
             await self._relabel(client, base, state)
         return WriteBackResult(changed=not commented, action=f"{self.owner_repo}#{number}: {line}")
 
@@ -131,20 +140,17 @@ class GitHubIssuesSource:
         marker = f"<!-- ticketflow-follow-up: {follow_up.ticket_id} -->"
         label = f"{self.label}:follow-up"
         async with self._client() as client:
-            params = {"labels": label, "state": "all", "per_page": "100"}
-            existing = (
-                await _request(client, "GET", f"/repos/{self.owner_repo}/issues", params=params)
-            ).json()
+            params = {"labels": label, "state": "all", **self._page_params}
+            path = f"/repos/{self.owner_repo}/issues"
+            existing = (await _request(client, "GET", path, params=params, host=self.host)).json()
             found = next((i for i in existing if marker in str(i.get("body") or "")), None)
             if found is None:
                 payload = {
                     "title": follow_up.title,
                     "body": f"{follow_up.body}\n\n{marker}",
-                    "labels": [label],
+                    "labels": await self._label_refs(client, [label]),
                 }
-                found = (
-                    await _request(client, "POST", f"/repos/{self.owner_repo}/issues", json=payload)
-                ).json()
+                found = (await _request(client, "POST", path, json=payload, host=self.host)).json()
         return f"{self.owner_repo}#{found['number']}"
 
     async def _relabel(self, client: httpx.AsyncClient, base: str, state: TicketState) -> None:
@@ -152,14 +158,26 @@ class GitHubIssuesSource:
         stale = [self.label] if state is not TicketState.BLOCKED else []
         stale += [f"{self.label}:blocked"] if outcome != "blocked" else []
         for name in stale:
-            await _request(client, "DELETE", f"{base}/labels/{name}", missing_ok=True)
-        await _request(client, "POST", f"{base}/labels", json={"labels": [f"{self.label}:{outcome}"]})
+            await self._remove_label(client, base, name)
+        labels = await self._label_refs(client, [f"{self.label}:{outcome}"])
+        await _request(client, "POST", f"{base}/labels", json={"labels": labels}, host=self.host)
+
+    # What Gitea does differently (gitea_issues.py): paging, label ids, auth.
+    _page_params: dict[str, str] = {"per_page": "100"}
+
+    async def _label_refs(self, client: httpx.AsyncClient, names: list[str]) -> list[Any]:
+        return list(names)
+
+    async def _remove_label(self, client: httpx.AsyncClient, base: str, name: str) -> None:
+        await _request(client, "DELETE", f"{base}/labels/{name}", missing_ok=True, host=self.host)
 
     def _client(self) -> httpx.AsyncClient:
         headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION}
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
-        return httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=TIMEOUT)
+        return httpx.AsyncClient(
+            base_url=self.api_url, headers=headers, timeout=TIMEOUT, transport=self.transport
+        )
 
 
 def _priority(label: str) -> int | None:
@@ -178,13 +196,14 @@ async def _request(
     params: dict[str, str] | None = None,
     json: dict[str, Any] | None = None,
     missing_ok: bool = False,
+    host: str = "GitHub",
 ) -> httpx.Response:
     """One call; a short rate-limit wait is honoured once in place, a long one becomes a retryable error."""
     for attempt in (1, 2):
         try:
             resp = await client.request(method, url, params=params, json=json)
         except httpx.HTTPError as exc:
-            raise SourceError(f"GitHub unreachable: {type(exc).__name__}", retryable=True) from None
+            raise SourceError(f"{host} unreachable: {type(exc).__name__}", retryable=True) from None
         if resp.is_success or (missing_ok and resp.status_code == 404):
             return resp
         message = _message(resp)
@@ -193,7 +212,7 @@ async def _request(
             await asyncio.sleep(wait)
             continue
         error = error_for_status(resp.status_code, resp.headers, message)
-        raise SourceError(f"GitHub issues: {error}", retryable=error.retryable, retry_after=error.retry_after)
+        raise SourceError(f"{host} issues: {error}", retryable=error.retryable, retry_after=error.retry_after)
     raise AssertionError("unreachable")
 
 
