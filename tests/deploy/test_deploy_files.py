@@ -46,12 +46,16 @@ def services() -> dict[str, dict[str, Any]]:
     return found
 
 
+def runs_image(service: dict[str, Any]) -> bool:
+    return str(service.get("image", "")).startswith("ticketflow-worker:")
+
+
 def workers() -> dict[str, dict[str, Any]]:
-    """Every service that runs the ticketflow worker image, whatever its pool."""
+    """Every service that runs `ticketflow worker` (the image's default command), whatever its pool."""
     return {
         name: svc
         for name, svc in services().items()
-        if str(svc.get("image", "")).startswith("ticketflow-worker:")
+        if runs_image(svc) and svc.get("command") in (None, ["worker"])
     }
 
 
@@ -297,12 +301,14 @@ def of_kind(kind: str) -> list[dict[str, Any]]:
 
 
 def workloads() -> list[dict[str, Any]]:
-    """The worker pools: the git StatefulSet and the LLM Deployment."""
-    return of_kind("StatefulSet") + of_kind("Deployment")
+    """The worker pools: the git StatefulSet and the LLM Deployment (not the webhook's Deployment)."""
+    return [
+        w for w in of_kind("StatefulSet") + of_kind("Deployment") if container_of(w).get("args") == ["worker"]
+    ]
 
 
 def pool(kind: str) -> dict[str, Any]:
-    (workload,) = of_kind(kind)
+    (workload,) = [w for w in workloads() if w["kind"] == kind]
     return workload
 
 
@@ -415,3 +421,77 @@ def test_llm_pool_scales_on_the_llm_queue() -> None:
     assert trigger["metadata"]["taskQueue"] == policy.llm_queue(policy.TASK_QUEUE)
     # Only activity tasks are sent there; the workflows run in the git pool.
     assert trigger["metadata"]["queueTypes"] == "activity"
+
+
+# ----------------------------------------------------------------------------------------- webhook
+
+
+def webhook_command(args: list[str]) -> tuple[str, int]:
+    """(host, port) of a `ticketflow webhook --host H --port P` argv, as the CLI parses it."""
+    from clients import cli
+
+    parsed = cli.build_parser().parse_args(args)
+    assert parsed.handler.__name__ == "cmd_webhook"
+    return parsed.host, parsed.port
+
+
+def assert_webhook_settings(settings: Settings) -> None:
+    from clients.webhook import issue_sources, parse_networks
+
+    parse_networks(settings.webhook_trusted_proxies)  # valid addresses and networks
+    assert issue_sources(settings)  # at least one github:, gitlab: or gitea: source to serve
+
+
+def test_compose_runs_the_webhook_with_health_state_and_secret() -> None:
+    (name,) = [
+        n for n, svc in services().items() if runs_image(svc) and svc.get("command", [""])[0] == "webhook"
+    ]
+    webhook = services()[name]
+    host, port = webhook_command(webhook["command"])
+    assert host == "0.0.0.0" and f"{port}:{port}" in webhook["ports"]
+    env = webhook["environment"]
+    for variable in env:
+        assert_settings_variable(variable)
+    assert "TICKETFLOW_WEBHOOK_SECRET" in env
+    settings = compose_settings(webhook)
+    assert_webhook_settings(settings)
+    assert f"http://127.0.0.1:{port}/healthz" in " ".join(webhook["healthcheck"]["test"])
+    state = [v for v in webhook["volumes"] if v.endswith(":/var/lib/ticketflow")]
+    assert len(state) == 1 and state[0].split(":")[0] in compose()["volumes"]
+    shared = {v.split(":")[0] for svc in workers().values() for v in svc["volumes"]}
+    assert state[0].split(":")[0] not in shared  # its own deliveries.log, not a worker's disk
+
+
+def test_kubernetes_webhook_is_served_probed_and_keeps_its_deliveries() -> None:
+    (deployment,) = [d for d in of_kind("Deployment") if container_of(d)["args"][0] == "webhook"]
+    container = container_of(deployment)
+    host, port = webhook_command(container["args"])
+    assert host == "0.0.0.0"
+    (http,) = container["ports"]
+    assert http["containerPort"] == port
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": http["name"]}
+    for variable in (e["name"] for e in container["env"]):
+        assert_settings_variable(variable)
+    assert_webhook_settings(kube_settings(deployment))
+    assert container["envFrom"] == container_of(pool("StatefulSet"))["envFrom"]  # the webhook secret
+    # One writer of deliveries.log on its own volume: never two pods at once.
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    pod = deployment["spec"]["template"]["spec"]
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    (state,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/var/lib/ticketflow"]
+    assert claims[state["name"]] in {c["metadata"]["name"] for c in of_kind("PersistentVolumeClaim")}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    # The Service reaches the webhook pod and no worker pod.
+    (service,) = [s for s in of_kind("Service") if s["metadata"]["name"] == "ticketflow-webhook"]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["targetPort"] == http["name"]
+    for worker in workloads():
+        assert (
+            not service["spec"]["selector"].items()
+            <= worker["spec"]["template"]["metadata"]["labels"].items()
+        )
