@@ -40,6 +40,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 GROUP = "ticketflow"
 SETUP_FAILED = 125
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -181,9 +182,9 @@ class Cgroup:
         for path in self.dirs:
             _write(path / "cgroup.procs", str(pid))
 
-    def destroy(self, grace: float = 3.0) -> None:
+    def destroy(self, grace: float = 3.0, reap: bool = False) -> None:
         for path in self.dirs:
-            remove_cgroup(path, grace)
+            remove_cgroup(path, grace, reap)
         self.dirs = []
 
 
@@ -194,13 +195,16 @@ def cgroup_pids(path: Path) -> list[int]:
         return []
 
 
-def remove_cgroup(path: Path, grace: float = 3.0) -> bool:
-    """Kill whatever still runs in the cgroup (a daemon that escaped the process group), then remove it."""
+def remove_cgroup(path: Path, grace: float = 3.0, reap: bool = False) -> bool:
+    """Kill whatever still runs in the cgroup (a daemon that escaped the process group), then remove it.
+    A zombie stays in its cgroup until reaped: the launcher (`reap`, a subreaper) reaps its own."""
     deadline = time.monotonic() + grace
     while True:
         for pid in cgroup_pids(path):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        if reap:
+            _reap_orphans(0)
         try:
             path.rmdir()
             return True
@@ -285,11 +289,30 @@ class _Stop(Exception):
 
 
 def _die_with_parent() -> None:
-    """SIGTERM when the worker (thread) that started us goes away: the finally below still cleans up."""
+    """SIGTERM when the worker (thread) that started us goes away: the finally below still cleans up.
+    Also a subreaper: bwrap's namespace init, orphaned when bwrap dies first, is reaped here, not left
+    a zombie for a host init that may never reap it."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if os.getppid() == 1:
         raise _Stop(int(signal.SIGTERM))
+
+
+def _reap_orphans(grace: float = 2.0) -> None:
+    """Reap the descendants reparented to us (bwrap's init, pasta after its namespace went), waiting up to
+    `grace` seconds for those still running; 0 reaps only what has already exited."""
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.01)
 
 
 def _ports(value: str) -> list[int]:
@@ -360,7 +383,8 @@ def main(argv: Sequence[str]) -> int:
             child.kill()
             child.wait()
         netns.delete()
-        cgroup.destroy()
+        cgroup.destroy(reap=True)
+        _reap_orphans()
 
 
 if __name__ == "__main__":

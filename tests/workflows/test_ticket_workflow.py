@@ -101,25 +101,32 @@ async def test_blocked_agent_waits_for_guidance(client: Client, worker: Settings
 
 
 async def test_cancel_stops_the_agent(client: Client, worker: Settings, tmp_path: Path) -> None:
-    marker = tmp_path / "agent-alive"
+    # The sandboxed agent sees its own pid namespace and a private /tmp: it marks itself alive in its
+    # HOME (the ticket's run directory), and the test finds its host pid by its script's path.
     worker.agents["slow"] = script_agent(
         tmp_path,
         "slow",
         "import os, pathlib, time\n"
-        f"p = pathlib.Path({str(marker)!r}); p.write_text(str(os.getpid()))\n"
+        "pathlib.Path(os.environ['HOME'], 'agent-alive').write_text('alive')\n"
         "for i in range(600):\n    print('thinking', i, flush=True); time.sleep(0.1)\n",
     )
+    script = worker.agents["slow"].command[-1]
     ticket = example_ticket("demo-1-multiply.md", id="cancel-me", agent="slow")
     await submit(client, worker, ticket)
-    await wait_for_status(client, ticket.id, lambda s: s.stage is Stage.RUN_AGENT and marker.exists())
+    runs = worker.state_dir / "runs" / ticket.id
+    await wait_for_status(
+        client, ticket.id, lambda s: s.stage is Stage.RUN_AGENT and any(runs.glob("*/home/agent-alive"))
+    )
+    pids = _running(script)
+    assert pids, "the agent runs"
 
     await tickets.cancel(client, ticket.id, "changed my mind")
     result = await result_of(client, ticket.id)
     assert result.state is TicketState.CANCELLED
     notes = [e.note for e in result.status.events]
     assert notes[-2:] == ["changed my mind", "worktree recycled"]
-    pid = int(marker.read_text())
-    assert not _alive(pid), "the agent process must be ended with the ticket"
+    assert not [pid for pid in pids if _alive(pid)], "the agent process must be ended with the ticket"
+    assert not _running(script)
 
 
 async def test_duplicate_submit_starts_nothing(client: Client, worker: Settings) -> None:
@@ -214,6 +221,19 @@ async def test_long_history_continues_as_new(client: Client, worker: Settings) -
     assert result.state is TicketState.DONE
     assert result.status.runs >= 2
     assert any("continued as new" in e.note for e in result.status.events)
+
+
+def _running(script: str) -> list[int]:
+    """Host pids of the processes whose command line names `script`: the agent, bwrap, the launcher."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if entry.name.isdigit() and script.encode() in argv:
+            found.append(int(entry.name))
+    return found
 
 
 def _alive(pid: int) -> bool:
