@@ -1,33 +1,56 @@
-"""Masking secrets in text that leaves the worker: logs, status lines, PR bodies, payloads."""
+"""Masking secrets in text that leaves the worker: logs, status lines, PR bodies, payloads.
+
+`redact` masks the configured secret values (Settings.secret_values) and everything the secrets scanner
+(activities/secrets_scan.py: every detect-secrets plugin plus ticketflow's own detectors) finds: token
+shapes, keyword assignments, high-entropy values, PEM blocks, userinfo in URLs. `RedactingFilter` does
+the same to every record a log handler emits, exception text included.
+"""
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Iterable
 
-MASK = "***"
+from activities.secrets_scan import MASK, redact_text
 
-# Well-known token shapes; the configured secret values are masked too (see Settings.secret_values).
-_TOKEN_PATTERNS = [
-    re.compile(r"gh[pousr]_[A-Za-z0-9]{20,}"),
-    re.compile(r"github_pat_[A-Za-z0-9_]{20,}"),
-    re.compile(r"glpat-[A-Za-z0-9_-]{20,}"),
-    re.compile(r"sk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}"),
-    re.compile(r"AKIA[0-9A-Z]{16}"),
-    re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}"),
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
-]
+__all__ = ["MASK", "RedactingFilter", "redact", "redact_lines"]
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    for value in secrets:
-        if value:
-            text = text.replace(value, MASK)
-    for pattern in _TOKEN_PATTERNS:
-        text = pattern.sub(MASK, text)
-    return text
+    # Longest first, so a secret that contains another is masked whole.
+    for value in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return redact_text(text)
 
 
 def redact_lines(lines: Iterable[str], secrets: Iterable[str] = ()) -> list[str]:
     secret_list = list(secrets)
     return [redact(line, secret_list) for line in lines]
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in a record before any handler formats it: message, exception and stack text.
+
+    The record is rewritten in place (message formatted, args dropped), so every handler after this one
+    sees the masked text too; it never drops a record.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = list(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: keep what there is, masked
+            message = f"{record.msg} {record.args}"
+        masked = redact(message, self.secrets)
+        if masked != message or record.args:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self.secrets)
+        return True

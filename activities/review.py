@@ -1,6 +1,9 @@
 """The review activity: rule-based findings about the diff between the base commit and the branch HEAD.
 
 The agent activity commits its work as WIP commits, so `<base>...HEAD` is exactly what a PR would show.
+The secrets scan (activities/secrets_scan.py) reads more than that: the net diff, and each commit of
+`<base>..HEAD` on its own (its diff and its message), so a secret added in one checkpoint and removed in
+the next is still named (review_rules.secret_findings says what blocks).
 With a `review` model chain configured, a model reviews the same diff too (structured output) and its
 findings join the rule-based ones; the rules and the secret scan always run.
 """
@@ -15,12 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 
 from activities import review_rules as rules
+from activities import secrets_scan
 from activities.checks import require_worktree
 from activities.gitops import git
 from activities.heartbeat import with_heartbeats
 from activities.llm.budget import shrink_text
 from activities.llm.chains import ModelRef, stage_chain, structured_stage
 from activities.llm.structured import schema_instruction
+from activities.redact import redact
 from activities.settings import Settings
 from workflows.contracts import Finding, ReviewReport, ReviewRequest, Ticket
 
@@ -49,9 +54,33 @@ async def _added_sizes(path: Path, changes: list[rules.FileChange]) -> dict[str,
     return rules.parse_tree_sizes(await git(path, "ls-tree", "-r", "-l", "-z", "HEAD"))
 
 
-async def _secret_findings(diff: str) -> list[Finding]:
+async def branch_commits(path: Path, base: str) -> list[str]:
+    """The commits of base..HEAD, oldest first."""
+    return (await git(path, "rev-list", "--reverse", f"{base}..HEAD", "--")).split()
+
+
+async def commit_diff(path: Path, sha: str) -> str:
+    """One commit's own change: against its first parent."""
+    return await git(path, *_DIFF, f"{sha}^", sha, "--")
+
+
+async def commit_message(path: Path, sha: str) -> str:
+    return await git(path, "log", "-1", "--no-show-signature", "--format=%B", sha, "--")
+
+
+def _scan_commit(sha: str, diff: str, message: str) -> rules.CommitHits:
+    return rules.CommitHits(sha[:12], secrets_scan.scan_diff(diff), secrets_scan.scan_text(message))
+
+
+async def _secret_findings(path: Path, base: str, diff: str) -> list[Finding]:
+    commits = [
+        (sha, await commit_diff(path, sha), await commit_message(path, sha))
+        for sha in await branch_commits(path, base)
+    ]
     try:
-        return await asyncio.to_thread(rules.scan_secrets, diff)
+        net = await asyncio.to_thread(secrets_scan.scan_diff, diff)
+        scanned = [await asyncio.to_thread(_scan_commit, *commit) for commit in commits]
+        return rules.secret_findings(net, scanned)
     except Exception as exc:
         # Fail closed: a diff we could not scan must not reach a PR unreviewed.
         message = f"secret scan failed ({type(exc).__name__}); inspect the diff by hand"
@@ -71,7 +100,8 @@ async def review_worktree(path: Path, base: str) -> ReviewReport:
     changes = rules.parse_name_status(await _diff(path, base, "--name-status", "-z"))
     sizes = await _added_sizes(path, changes)
     lines = await _added_lines(diff)
-    findings = [*await _secret_findings(diff), *rules.review_findings(stat, changes, sizes, lines)]
+    secrets = await _secret_findings(path, base, diff)
+    findings = [*secrets, *rules.review_findings(stat, changes, sizes, lines)]
     return ReviewReport(
         findings=rules.by_severity(findings),
         files_changed=stat.files,
@@ -134,7 +164,8 @@ class ReviewActivities:
     async def _model_review(
         self, req: ReviewRequest, path: Path, report: ReviewReport, chain: list[ModelRef]
     ) -> ReviewReport:
-        diff = await _diff(path, req.workspace.base_commit)
+        # The model may be a remote API: what it reads is masked like anything else that leaves.
+        diff = redact(await _diff(path, req.workspace.base_commit), self._settings.secret_values())
         result = await structured_stage(
             self._settings,
             chain,

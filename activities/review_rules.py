@@ -7,16 +7,17 @@ about a secret and findings end up in workflow history, the UI and PR bodies.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
-from detect_secrets.core.secrets_collection import SecretsCollection
-from detect_secrets.settings import default_settings
 from unidiff.patch import PatchSet
 
 from workflows.contracts import Finding, Severity
+
+if TYPE_CHECKING:
+    from activities.secrets_scan import SecretHit
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_CHANGED_LINES = 1000
@@ -40,8 +41,6 @@ _LINE_RULES: list[tuple[str, Severity, re.Pattern[str], str]] = [
         "debugging leftover added",
     ),
 ]
-# detect-secrets keeps its plugin settings in module globals: one scan at a time per process.
-_SECRETS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -143,6 +142,8 @@ def is_sensitive_file(path: str) -> str | None:
         return "private key file"
     if name in _CREDENTIAL_NAMES or (name.startswith(".env.") and not name.endswith(_ENV_TEMPLATES)):
         return "credentials file"
+    if name.endswith(".env") and not name.removesuffix(".env").endswith(_ENV_TEMPLATES):
+        return "credentials file"  # prod.env, staging.env (not example.env)
     return None
 
 
@@ -206,19 +207,68 @@ def summary(stat: DiffStat) -> Finding:
 # -------------------------------------------------------------------------------------------- secrets
 
 
-def scan_secrets(diff: str) -> list[Finding]:
-    """detect-secrets over the diff's added lines; blocking, so callers use asyncio.to_thread."""
-    with _SECRETS_LOCK, default_settings() as settings:
-        # That filter drops files missing from the process's cwd; we scan diff text, not files on disk.
-        settings.disable_filters("detect_secrets.filters.common.is_invalid_file")
-        collection = SecretsCollection()
-        collection.scan_diff(diff)
-        hits = sorted((name, secret.line_number, secret.type) for name, secret in collection)
-    findings = [
-        Finding(severity="critical", rule="secret", file=name, line=line, message=f"possible {kind} added")
-        for name, line, kind in hits
+@dataclass(frozen=True)
+class CommitHits:
+    """What the secrets scan found in one commit of the branch: its own diff and its message."""
+
+    sha: str
+    diff: list[SecretHit] = field(default_factory=list)
+    message: list[SecretHit] = field(default_factory=list)
+
+
+def _by_place(hits: Iterable[SecretHit]) -> dict[tuple[str | None, int], list[SecretHit]]:
+    places: dict[tuple[str | None, int], list[SecretHit]] = {}
+    for hit in hits:
+        places.setdefault((hit.file, hit.line), []).append(hit)
+    return places
+
+
+def _kinds(hits: list[SecretHit]) -> str:
+    return " / ".join(sorted({h.kind for h in hits}))
+
+
+def secret_findings(net: list[SecretHit], commits: list[CommitHits]) -> list[Finding]:
+    """Findings from the secrets scan: kind, file, line and commit, never the value.
+
+    What blocks (critical) is what the PR would carry: a possible secret added by the net diff, named
+    with the checkpoint commit that added it. open_pr pushes one squashed commit (the tree of HEAD on
+    the base, with a message ticketflow writes), so a secret only in an intermediate checkpoint (added,
+    then removed) or only in a checkpoint's message never leaves this host: it is reported as `high`,
+    naming the commit, without blocking.
+    """
+    pushed = {hit.fingerprint for hit in net}
+    added_in: dict[str, str] = {}
+    for commit in commits:
+        for hit in commit.diff:
+            added_in.setdefault(hit.fingerprint, commit.sha)
+    blocking = []
+    for (file, line), hits in sorted(_by_place(net).items(), key=lambda item: (item[0][0] or "", item[0][1])):
+        shas = sorted({added_in[h.fingerprint] for h in hits if h.fingerprint in added_in})
+        where = f" (commit {', '.join(shas)})" if shas else ""
+        message = f"possible {_kinds(hits)} added{where}"
+        blocking.append(Finding(severity="critical", rule="secret", file=file, line=line, message=message))
+    history = []
+    for commit in commits:
+        removed = [hit for hit in commit.diff if hit.fingerprint not in pushed]
+        for (file, line), hits in _by_place(removed).items():
+            message = (
+                f"possible {_kinds(hits)} in checkpoint commit {commit.sha} only (removed later; it stays "
+                "on this host: the PR is one squashed commit)"
+            )
+            history.append(
+                Finding(severity="high", rule="secret-in-history", file=file, line=line, message=message)
+            )
+        for (_, line), hits in _by_place(commit.message).items():
+            message = (
+                f"possible {_kinds(hits)} in the message of checkpoint commit {commit.sha}, line {line} "
+                "(not pushed: the PR commit message is ticketflow's)"
+            )
+            history.append(Finding(severity="high", rule="secret-in-message", message=message))
+    return [
+        *_capped("secret", "critical", blocking),
+        *_capped("secret-in-history", "high", [f for f in history if f.rule == "secret-in-history"]),
+        *_capped("secret-in-message", "high", [f for f in history if f.rule == "secret-in-message"]),
     ]
-    return _capped("secret", "critical", findings)
 
 
 def by_severity(findings: Iterable[Finding]) -> list[Finding]:

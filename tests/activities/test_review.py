@@ -67,7 +67,7 @@ async def test_secrets_are_critical_and_never_echoed(local_settings: Settings, w
         ("deploy.py", 2, "critical"),
         ("deploy.py", 3, "critical"),
     }
-    assert any("AWS" in f.message for f in secrets) and any("GitHub" in f.message for f in secrets)
+    assert any("AWS" in f.message for f in secrets) and any("GitHub" in f.message for f in secrets), secrets
     dumped = report.model_dump_json()
     assert aws_key not in dumped and gh_token not in dumped
 
