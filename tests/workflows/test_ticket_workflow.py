@@ -141,13 +141,13 @@ async def test_duplicate_submit_starts_nothing(client: Client, worker: Settings)
 
 
 async def test_transient_agent_failure_is_retried(client: Client, worker: Settings, tmp_path: Path) -> None:
-    flag = tmp_path / "failed-once"
     demo = worker.agents["demo"].command
+    # The flag lives in the ticket's run directory (HOME's grandparent), which outlives the sandbox.
     worker.agents["flaky"] = script_agent(
         tmp_path,
         "flaky",
-        "import pathlib, subprocess, sys\n"
-        f"flag = pathlib.Path({str(flag)!r})\n"
+        "import os, pathlib, subprocess, sys\n"
+        "flag = pathlib.Path(os.environ['HOME']).parents[1] / 'failed-once'\n"
         "if not flag.exists():\n    flag.write_text('x'); print('network hiccup'); sys.exit(3)\n"
         f"sys.exit(subprocess.call({demo!r}))\n",
     )
@@ -302,12 +302,12 @@ async def test_a_running_agents_lines_reach_the_status(
 async def test_rollback_resets_the_worktree_before_the_agent_goes_on(
     client: Client, worker: Settings, tmp_path: Path, example_remote: Path
 ) -> None:
-    tried = tmp_path / "tried-once"
+    # The flag lives in the ticket's run directory (HOME's grandparent), which outlives the sandbox.
     worker.agents["clumsy"] = script_agent(
         tmp_path,
         "clumsy",
-        "import pathlib\n"
-        f"tried = pathlib.Path({str(tried)!r})\n"
+        "import os, pathlib\n"
+        "tried = pathlib.Path(os.environ['HOME']).parents[1] / 'tried-once'\n"
         "if not tried.exists():\n"
         "    tried.write_text('x'); pathlib.Path('mess.txt').write_text('oops')\n"
         "    print('::ticketflow step::made a mess'); print('::ticketflow blocked::I broke it')\n"
