@@ -1,39 +1,49 @@
 """The `ticketflow` command line."""
 
+# Imports are lazy: this module loads only the standard library, so `--help`, `--version`, argument
+# errors and `completion` start at once. Each command imports what it needs (the Temporal client, the
+# activities, pydantic models) when it runs; tests/clients/test_cli_process.py keeps it that way.
+
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import sys
 import time
-import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from clients.connect import connect
 
-from activities.pr_body import counts_text
-from activities.settings import Settings, config_file
-from clients import devserver, intake_commands, stats, tickets, watch, worktrees
-from clients.connect import TemporalUnavailable, connect
-from clients.intake import find_cycles
-from clients.ticket_files import TicketError, explain, load_ticket_file
-from workers.logging_setup import setup_logging
-from workers.tracing import setup_tracing, shutdown_tracing
-from workflows.contracts import CheckOutcome, Ticket, TicketStatus, slugify
+if TYPE_CHECKING:
+    from activities.settings import Settings
+    from workflows.contracts import Ticket, TicketStatus
 
-USER_ERRORS = (
-    TicketError,
-    tickets.TicketOperationError,
-    TemporalUnavailable,
-    devserver.DevServerError,
-    ValidationError,
-    stats.StatsError,
-)
+# Exit status after stdout was closed early (`ticketflow list | head -1`): 128 + SIGPIPE, as shells and git.
+BROKEN_PIPE = 141
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix: one `error:` line, exit status 1, no traceback."""
+    from pydantic import ValidationError
+
+    from clients import devserver, stats, tickets
+    from clients.connect import TemporalUnavailable
+    from clients.ticket_files import TicketError
+
+    return (
+        TicketError,
+        tickets.TicketOperationError,
+        TemporalUnavailable,
+        devserver.DevServerError,
+        ValidationError,
+        stats.StatsError,
+    )
 
 
 def _print_json(data: Any) -> None:
@@ -54,6 +64,8 @@ def _dev_info(settings: Settings, state: str, pid: int | None = None) -> dict[st
 
 
 async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from clients import devserver
+
     if devserver.port_open(settings.temporal_address):
         if args.json:
             _print_json(_dev_info(settings, "already running", devserver.running_pid(settings, "dev-server")))
@@ -77,6 +89,8 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from clients import devserver
+
     if args.detach:
         pid = devserver.start_background(settings, "worker", devserver.worker_command())
         log = settings.state_dir / "worker.log"
@@ -85,8 +99,10 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         print(f"worker started in the background (pid {pid}, log {log})")
         return 0
+    from workers.logging_setup import setup_logging
     from workers.main import install_signal_handlers, run_workers
     from workers.metrics import metrics_runtime
+    from workers.tracing import setup_tracing, shutdown_tracing
 
     setup_logging(settings.log_format, settings.log_level, secrets=settings.secret_values())
     setup_tracing("ticketflow-worker", settings.otlp_endpoint)
@@ -102,6 +118,8 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
+    from clients import devserver
+
     stopped = {name: devserver.stop_background(settings, name) for name in devserver.BACKGROUND}
     if args.json:
         _print_json({name: "stopped" if done else "not running" for name, done in stopped.items()})
@@ -112,6 +130,11 @@ def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _tickets_from_args(args: argparse.Namespace) -> list[Ticket]:
+    from pydantic import ValidationError
+
+    from clients.ticket_files import TicketError, explain, load_ticket_file
+    from workflows.contracts import Ticket, slugify
+
     if args.files:
         return [load_ticket_file(Path(f), {"repo": args.repo} if args.repo else None) for f in args.files]
     missing = [name for name in ("title", "body", "repo") if not getattr(args, name)]
@@ -132,6 +155,10 @@ def _tickets_from_args(args: argparse.Namespace) -> list[Ticket]:
 
 
 async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    from clients import tickets
+    from clients.intake import find_cycles
+    from clients.ticket_files import TicketError
+
     # Every ticket is checked (repository, dependency cycles) before anything starts or connects.
     batch = [await tickets.validate_repo(ticket, settings) for ticket in _tickets_from_args(args)]
     cycles = find_cycles({t.id: list(t.depends_on) for t in batch})
@@ -156,6 +183,8 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    from clients import tickets
+
     client = await connect(settings)
     found = await tickets.list_tickets(client, args.state)
     if args.json:
@@ -170,6 +199,8 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from clients import tickets
+
     client = await connect(settings)
     st = await tickets.status(client, args.id)
     if args.json:
@@ -202,6 +233,9 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def checks_lines(st: TicketStatus) -> list[str]:
     """The test command (where it came from, why) and the last test run: outcome, counts, duration,
     first failing test, what to fix."""
+    from activities.pr_body import counts_text
+    from workflows.contracts import CheckOutcome
+
     checks = st.last_checks
     command = checks.command if checks else st.test_command
     source = checks.command_source if checks else st.test_command_source
@@ -225,36 +259,48 @@ def checks_lines(st: TicketStatus) -> list[str]:
 
 
 async def cmd_unblock(args: argparse.Namespace, settings: Settings) -> int:
+    from clients import tickets
+
     ack = await tickets.unblock(await connect(settings), args.id, args.guidance)
     _emit(args, {"ticket": args.id, "message": ack.message})
     return 0
 
 
 async def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
+    from clients import tickets
+
     ack = await tickets.approve(await connect(settings), args.id, args.note, extra_tokens=args.extra_tokens)
     _emit(args, {"ticket": args.id, "message": ack.message})
     return 0
 
 
 async def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    from clients import tickets
+
     message = await tickets.cancel(await connect(settings), args.id, args.reason)
     _emit(args, {"ticket": args.id, "message": message})
     return 0
 
 
 async def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from clients import tickets
+
     ack = await tickets.rollback(await connect(settings), args.id)
     _emit(args, {"ticket": args.id, "message": ack.message})
     return 0
 
 
 async def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from clients import tickets
+
     message = await tickets.retry(await connect(settings), settings, args.id)
     _emit(args, {"ticket": args.id, "message": message})
     return 0
 
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
+    from clients import tickets
+
     folder = settings.logs_dir / args.id
     files = _log_files(folder)
     if not files and not args.follow:
@@ -310,15 +356,29 @@ def _emit(args: argparse.Namespace, data: dict[str, str]) -> None:
 # ------------------------------------------------------------------------------------- parsing
 
 
-Handler = Callable[[argparse.Namespace, Settings], Awaitable[int] | int]
+Handler = Callable[[argparse.Namespace, "Settings"], Awaitable[int] | int]
+# A command's handler: a function of this module, or "module:function" imported when the command runs.
+HandlerRef = Handler | str
+SHELLS = ("bash", "zsh", "tcsh")
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("ticketflow")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ticketflow", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="ticketflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ticketflow {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
-        name: str, handler: Handler, help_text: str, json_flag: bool = True
+        name: str, handler: HandlerRef, help_text: str, json_flag: bool = True
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(handler=handler)
@@ -364,13 +424,103 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, help="seconds to wait (default: 300 on the fake model, 3600 on Ollama)"
     )
     p.add_argument("--offline", action="store_true", help="run on the built-in fake Ollama even if one runs")
-    intake_commands.add_commands(command)
-    watch.add_commands(command)
-    worktrees.add_commands(command)
+
+    p = command("intake", "clients.intake_commands:cmd_intake", "start the new tickets of ticket sources")
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="default: the configured sources")
+    p.add_argument("--dry-run", action="store_true", help="list what would start")
+    p.add_argument("--schedule", action="store_true", help="create/update the Schedule that polls them")
+    p = command(
+        "retry-failed",
+        "clients.intake_commands:cmd_retry_failed",
+        "re-run FAILED tickets whose failure was transient",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list failed tickets and what would happen")
+    p.add_argument("--max-age-days", type=float, default=7.0, help="only tickets failed this recently")
+    p.add_argument("--id", help="only this ticket")
+    p = command(
+        "webhook",
+        "clients.intake_commands:cmd_webhook",
+        "receive GitHub, GitLab and Gitea issue events and start tickets",
+        json_flag=False,
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8787)
+
+    p = command(
+        "watch",
+        "clients.watch:cmd_watch",
+        "a live table of tickets: state, stage, model, iteration, elapsed",
+    )
+    p.add_argument("ids", nargs="*", metavar="ID", help="only these tickets")
+    p.add_argument("--state", help="only tickets in this state, e.g. BLOCKED")
+    p.add_argument("--once", action="store_true", help="print the table once and exit")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    p = command(
+        "stats", "clients.watch:cmd_stats", "success rate, durations, tokens and cost, failure reasons"
+    )
+    p.add_argument("--window", default="7d", help="how far back: 30m, 12h, 7d, 2w (default 7d)")
+
+    p = command(
+        "worktrees",
+        "clients.worktrees:cmd_worktrees",
+        "this host's ticket worktrees and idle pool; --prune leftovers",
+    )
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="release the worktrees of DONE and CANCELLED tickets; trim the pool",
+    )
+    p.add_argument(
+        "--unknown",
+        action="store_true",
+        help="also release worktrees whose ticket Temporal does not know (check the server first!)",
+    )
+    p.add_argument(
+        "--failed-older-than",
+        type=float,
+        metavar="DAYS",
+        help="also release FAILED tickets' worktrees, if they failed at least DAYS days ago",
+    )
+
+    p = command(
+        "completion",
+        cmd_completion,
+        "print a shell completion script: ticketflow completion bash > /etc/bash_completion.d/ticketflow",
+        json_flag=False,
+    )
+    p.add_argument("shell", choices=SHELLS)
+    p.set_defaults(needs_settings=False)
     return parser
 
 
+def cmd_completion(args: argparse.Namespace, settings: Settings | None) -> int:
+    """A static completion script generated from this parser (shtab): subcommands and their options."""
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell), end="")
+    return 0
+
+
+def resolve(handler: HandlerRef) -> Handler:
+    if callable(handler):
+        return handler
+    module, _, name = handler.partition(":")
+    found: Handler = getattr(importlib.import_module(module), name)
+    return found
+
+
+class ConfigError(Exception):
+    pass
+
+
 def load_settings() -> Settings:
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from activities.settings import Settings, config_file
+    from clients.ticket_files import explain
+
     try:
         return Settings()
     except ValidationError as exc:
@@ -379,32 +529,54 @@ def load_settings() -> Settings:
         raise ConfigError(f"invalid configuration: {config_file()}: {exc}") from exc
 
 
-class ConfigError(Exception):
-    pass
+def _silence_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null so the interpreter's final flush cannot fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    traced = False
     try:
+        if not getattr(args, "needs_settings", True):
+            return int(resolve(args.handler)(args, None))  # type: ignore[arg-type]
         settings = load_settings()
+        from workers.tracing import setup_tracing
+
         setup_tracing("ticketflow-cli", settings.otlp_endpoint)
-        outcome = args.handler(args, settings)
+        traced = True
+        outcome = resolve(args.handler)(args, settings)
         if asyncio.iscoroutine(outcome):
             outcome = asyncio.run(outcome)
-        return int(outcome)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handling below
+        return int(outcome)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return BROKEN_PIPE
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except ValidationError as exc:
-        print(f"error: {explain(exc)}", file=sys.stderr)
-        return 1
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:
+        from pydantic import ValidationError
+
+        from clients.ticket_files import explain
+
+        if isinstance(exc, ValidationError):
+            print(f"error: {explain(exc)}", file=sys.stderr)
+            return 1
+        if isinstance(exc, user_errors()):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        raise
     finally:
-        shutdown_tracing()
+        if traced:
+            from workers.tracing import shutdown_tracing
+
+            shutdown_tracing()
 
 
 if __name__ == "__main__":
@@ -416,6 +588,9 @@ def entry() -> None:
     """Console-script entry: skip interpreter finalization, which can abort while the Temporal
     runtime's native threads wind down (seen as an intermittent exit -6 after a finished command)."""
     code = main()
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = BROKEN_PIPE
     sys.stderr.flush()
     os._exit(code)

@@ -1,6 +1,7 @@
 """CLI commands of intake and recovery: `ticketflow intake`, `retry-failed` and `webhook`.
 
-They live here rather than in clients/cli.py so that module only registers them (one line).
+clients/cli.py registers them by name ("clients.intake_commands:cmd_intake") and imports this module
+only when one of them runs.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -16,8 +16,6 @@ from activities.settings import Settings
 from clients import intake, tickets
 from clients.connect import connect
 from clients.sources import SourceError, open_source
-
-CommandAdder = Callable[..., argparse.ArgumentParser]
 
 
 def _print_json(data: Any) -> None:
@@ -91,20 +89,3 @@ async def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
     except SourceError as exc:
         raise tickets.TicketOperationError(str(exc)) from exc
     return 0
-
-
-def add_commands(command: CommandAdder) -> None:
-    """Register the commands with cli.build_parser's `command(name, handler, help, json_flag)` helper."""
-    p = command("intake", cmd_intake, "start the new tickets of ticket sources (see docs/intake.md)")
-    p.add_argument("sources", nargs="*", metavar="SOURCE", help="default: the configured sources")
-    p.add_argument("--dry-run", action="store_true", help="list what would start")
-    p.add_argument("--schedule", action="store_true", help="create/update the Schedule that polls them")
-    p = command("retry-failed", cmd_retry_failed, "re-run FAILED tickets whose failure was transient")
-    p.add_argument("--dry-run", action="store_true", help="list failed tickets and what would happen")
-    p.add_argument("--max-age-days", type=float, default=7.0, help="only tickets failed this recently")
-    p.add_argument("--id", help="only this ticket")
-    p = command(
-        "webhook", cmd_webhook, "receive GitHub, GitLab and Gitea issue events and start tickets", False
-    )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8787)

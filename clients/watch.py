@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -173,14 +173,3 @@ async def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(stats.render_text(result))
     return 0
-
-
-def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
-    """Register `watch` and `stats` with cli.build_parser's `command(name, handler, help)` helper."""
-    p = command("watch", cmd_watch, "a live table of tickets: state, stage, model, iteration, elapsed")
-    p.add_argument("ids", nargs="*", metavar="ID", help="only these tickets")
-    p.add_argument("--state", help="only tickets in this state, e.g. BLOCKED")
-    p.add_argument("--once", action="store_true", help="print the table once and exit")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
-    p = command("stats", cmd_stats, "success rate, durations, tokens and cost, failure reasons")
-    p.add_argument("--window", default="7d", help="how far back: 30m, 12h, 7d, 2w (default 7d)")

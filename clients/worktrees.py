@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import stat
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -362,24 +361,3 @@ async def cmd_worktrees(args: argparse.Namespace, settings: Settings) -> int:
     if failed:
         raise tickets.TicketOperationError(f"could not release the worktree(s) of {', '.join(failed)}")
     return 0
-
-
-def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
-    """Register `worktrees` with cli.build_parser's `command(name, handler, help)` helper."""
-    p = command("worktrees", cmd_worktrees, "this host's ticket worktrees and idle pool; --prune leftovers")
-    p.add_argument(
-        "--prune",
-        action="store_true",
-        help="release the worktrees of DONE and CANCELLED tickets; trim the pool",
-    )
-    p.add_argument(
-        "--unknown",
-        action="store_true",
-        help="also release worktrees whose ticket Temporal does not know (check the server first!)",
-    )
-    p.add_argument(
-        "--failed-older-than",
-        type=float,
-        metavar="DAYS",
-        help="also release FAILED tickets' worktrees, if they failed at least DAYS days ago",
-    )
