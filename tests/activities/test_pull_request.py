@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,11 +16,19 @@ from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 
+from activities import secrets_scan
 from activities.githosts.local import PULLS_DIR
 from activities.pull_request import PullRequestActivities
 from activities.settings import RepoConfig, Settings
 from tests.fakes.githost_server import FakeGitHub, serve_github
-from tests.fakes.repos import add_worktree, clone, commit_file, make_remote, rev_parse, run_git
+from tests.fakes.repos import (
+    add_worktree,
+    clone,
+    commit_file,
+    make_remote,
+    rev_parse,
+    run_git,
+)
 from workflows.contracts import (
     CheckReport,
     Classification,
@@ -96,12 +105,32 @@ def records(remote: Path) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------------------- local host
 
 
+def pushed(lay: Layout) -> str:
+    return rev_parse(lay.remote, f"refs/heads/{lay.ticket.branch}")
+
+
+def assert_squashed(lay: Layout) -> str:
+    """The remote branch is one commit: HEAD's tree on the base, ticketflow's message and identity."""
+    tip = pushed(lay)
+    assert run_git(lay.remote, "rev-parse", f"{tip}^{{tree}}").strip() == rev_parse(
+        lay.worktree, "HEAD^{tree}"
+    )
+    assert run_git(lay.remote, "rev-list", "--parents", "-n", "1", tip).split() == [tip, lay.base_commit]
+    message = run_git(lay.remote, "log", "-1", "--format=%an <%ae>|%cn <%ce>|%B", tip)
+    assert message.startswith("ticketflow <ticketflow@localhost>|ticketflow <ticketflow@localhost>|")
+    assert message.split("|", 2)[2].strip() == f"{lay.ticket.title}\n\nTicket: {lay.ticket.id}"
+    return tip
+
+
 async def test_pushes_branch_and_opens_pr(layout: Layout, tmp_path: Path) -> None:
     beats: list[Any] = []
+    commit_file(layout.worktree, "later.py", "x = 1\n", "wip: step 2")  # checkpoints: two local commits
     ref = await run(PullRequestActivities(settings(tmp_path)), request(layout), beats)
 
-    tip = rev_parse(layout.worktree, "HEAD")
-    assert rev_parse(layout.remote, f"refs/heads/{layout.ticket.branch}") == tip
+    tip = assert_squashed(layout)
+    # The checkpoint commits stay local: not on the remote, under any ref or as loose objects.
+    for checkpoint in run_git(layout.worktree, "rev-list", f"{layout.base_commit}..HEAD").split():
+        assert subprocess.run(["git", "-C", str(layout.remote), "cat-file", "-e", checkpoint]).returncode != 0
     assert (ref.number, ref.created, ref.head_commit, ref.host) == (1, True, tip, "local")
     [record] = records(layout.remote)
     assert record["head"] == layout.ticket.branch and record["labels"] == ["agent"] and not record["draft"]
@@ -114,10 +143,16 @@ async def test_pushes_branch_and_opens_pr(layout: Layout, tmp_path: Path) -> Non
 
 
 async def test_second_call_returns_the_same_pr(layout: Layout, tmp_path: Path) -> None:
+    run_git(layout.remote, "config", "core.logAllRefUpdates", "always")
     acts = PullRequestActivities(settings(tmp_path))
     first = await run(acts, request(layout))
+    tip = pushed(layout)
+    pushes_before = reflog_length(layout.remote, layout.ticket.branch)
     again = await run(acts, request(layout))
 
+    # A retry makes the very same squashed commit and pushes nothing.
+    assert pushed(layout) == tip == again.head_commit
+    assert reflog_length(layout.remote, layout.ticket.branch) == pushes_before
     assert (again.number, again.url, again.created) == (first.number, first.url, False)
     assert len(records(layout.remote)) == 1
 
@@ -126,13 +161,52 @@ async def test_new_commits_update_the_pushed_branch(layout: Layout, tmp_path: Pa
     acts = PullRequestActivities(settings(tmp_path))
     await run(acts, request(layout))
     # A resumed agent may rewrite its branch: amend instead of adding, so the push is not a fast-forward.
-    run_git(layout.worktree, "commit", "-q", "--amend", "-m", "add greeting, reworded")
+    first = pushed(layout)
+    commit_file(layout.worktree, "hello.py", "print('hello')\n", "wip: reworded greeting")
     ref = await run(acts, request(layout))
 
-    assert rev_parse(layout.remote, f"refs/heads/{layout.ticket.branch}") == rev_parse(
-        layout.worktree, "HEAD"
-    )
+    assert pushed(layout) != first and assert_squashed(layout) == ref.head_commit
     assert (ref.number, ref.created) == (1, False)
+
+
+async def test_a_secret_in_what_would_be_pushed_is_refused(layout: Layout, tmp_path: Path) -> None:
+    key = "wJalrXUtnFEMI/K7MDENG/" + "bPxRfiCYEXAMPLEKEY"
+    commit_file(layout.worktree, "deploy.env", f"AWS_SECRET_ACCESS_KEY={key}\n", "wip: deploy")
+    with pytest.raises(ApplicationError) as err:
+        await run(PullRequestActivities(settings(tmp_path)), request(layout))
+
+    assert (err.value.type, err.value.non_retryable) == ("SecretsInPush", True)
+    assert "deploy.env:1" in str(err.value) and key not in str(err.value)
+    assert run_git(layout.remote, "branch", "--list", layout.ticket.branch).strip() == ""
+    assert not (layout.remote / PULLS_DIR).exists()
+
+
+async def test_a_secret_in_the_title_never_reaches_the_pushed_message(layout: Layout, tmp_path: Path) -> None:
+    ticket = layout.ticket.model_copy(update={"title": f"Rotate {TOKEN} now"})
+    req = request(layout, ticket)
+    req.workspace.branch = layout.ticket.branch  # the worktree's branch, named before the title changed
+    await run(PullRequestActivities(settings(tmp_path)), req)
+    message = run_git(layout.remote, "log", "-1", "--format=%B", pushed(layout))
+    assert TOKEN not in message and message.startswith("Rotate *** now")
+
+
+async def test_a_failing_scan_refuses_the_push(
+    layout: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(diff: str) -> list[Any]:
+        raise ValueError("unparsable")
+
+    monkeypatch.setattr(secrets_scan, "scan_diff", broken)
+    with pytest.raises(ApplicationError) as err:
+        await run(PullRequestActivities(settings(tmp_path)), request(layout))
+    assert (err.value.type, err.value.non_retryable) == ("SecretsInPush", True)
+    assert "scan failed" in str(err.value)
+    assert run_git(layout.remote, "branch", "--list", layout.ticket.branch).strip() == ""
+
+
+def reflog_length(bare: Path, branch: str) -> int:
+    """How many times the branch was updated (the test turns on core.logAllRefUpdates on the remote)."""
+    return len(run_git(bare, "reflog", "show", f"refs/heads/{branch}").splitlines())
 
 
 async def test_nothing_to_push_is_final(layout: Layout, tmp_path: Path) -> None:
