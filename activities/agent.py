@@ -21,7 +21,7 @@ from activities import git_guard
 from activities.agents import AgentNotConfigured, AgentRun, build_agent, sandbox
 from activities.gitops import clear_stale_index_lock, commit_all, head
 from activities.live_output import LiveOutput
-from activities.redact import redact, redact_lines
+from activities.redact import LineRedactor, redact, redact_lines
 from activities.settings import Settings
 from workflows.contracts import AgentCheckpoint, AgentRequest, AgentResult
 
@@ -82,19 +82,21 @@ class AgentActivities:
         secrets = self.settings.secret_values()
 
         live = LiveOutput(info.workflow_id or "", secrets, self.settings.live_output_seconds)
+        redact_line = LineRedactor(secrets)
         with log_path.open("a", encoding="utf-8") as log, _lease(self.settings, checkpoint) as renew_lease:
 
             def on_line(line: str) -> None:
                 live.add(line)
-                log.write(redact(line, secrets) + "\n")
+                log.write(redact_line(line) + "\n")
                 log.flush()
                 activity.heartbeat(checkpoint.model_dump(mode="json"))
 
             async def on_step(description: str) -> None:
                 checkpoint.step += 1
                 await guard.verify()
+                what = redact(description, secrets)[:120]  # checkpoint messages hold no secret either
                 commit = await commit_all(
-                    worktree, f"wip(ticketflow {req.ticket.id}): step {checkpoint.step}: {description[:120]}"
+                    worktree, f"wip(ticketflow {req.ticket.id}): step {checkpoint.step}: {what}"
                 )
                 checkpoint.last_commit = commit or checkpoint.last_commit
                 activity.heartbeat(checkpoint.model_dump(mode="json"))

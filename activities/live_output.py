@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from temporalio import activity
 
-from activities.redact import redact
+from activities.redact import LineRedactor
 from workflows.contracts import MAX_OUTPUT_LINES, AgentOutput
 
 log = logging.getLogger("ticketflow.live_output")
@@ -27,13 +27,15 @@ class LiveOutput:
     def __init__(self, workflow_id: str, secrets: list[str], every: float) -> None:
         self.workflow_id = workflow_id
         self.secrets = secrets
+        self.redact = LineRedactor(secrets)  # secrets in a line never reach the workflow, keys over lines too
         self.every = every
         self.lines: deque[str] = deque(maxlen=MAX_OUTPUT_LINES)
         self._sent: list[str] = []
 
     def add(self, line: str) -> None:
+        masked = self.redact(line)  # every line, blank or not, so a key's END line is seen
         if line.strip():
-            self.lines.append(redact(line, self.secrets)[:300])
+            self.lines.append(masked[:300])
 
     async def flush(self) -> None:
         current = list(self.lines)

@@ -75,6 +75,17 @@ def ntfy_request(req: NotifyRequest, link: str, key: str) -> tuple[bytes, dict[s
     return body.encode(), headers
 
 
+def masked(req: NotifyRequest, secrets: list[str]) -> NotifyRequest:
+    """The request with its free text redacted: a reason quotes agents and checks, a title is anyone's."""
+    return req.model_copy(
+        update={
+            "title": redact(req.title, secrets),
+            "reason": redact(req.reason, secrets),
+            "unblock_command": redact(req.unblock_command, secrets) if req.unblock_command else None,
+        }
+    )
+
+
 class NotifyActivities:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -87,6 +98,7 @@ class NotifyActivities:
             return 0
         info = activity.info()
         key = f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}"
+        req = masked(req, [*self.settings.secret_values(), *(t.url.get_secret_value() for t in targets)])
         link = workflow_url(self.settings.ui_url, self.settings.namespace, req.workflow_id)
         failures: list[str] = []
         async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS) as http:

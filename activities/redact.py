@@ -9,11 +9,15 @@ the same to every record a log handler emits, exception text included.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 
 from activities.secrets_scan import MASK, redact_text
 
-__all__ = ["MASK", "RedactingFilter", "redact", "redact_lines"]
+__all__ = ["MASK", "LineRedactor", "RedactingFilter", "redact", "redact_lines"]
+
+_PEM_BEGIN = re.compile(r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----")
+_PEM_END = re.compile(r"-----END[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----")
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -23,9 +27,30 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return redact_text(text)
 
 
+class LineRedactor:
+    """`redact` for a stream of lines seen one at a time (agent output): a private key printed over
+    several lines is masked whole, from its BEGIN line to its END line, not only the lines that look
+    like key material on their own."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = list(secrets)
+        self.in_key = False
+
+    def __call__(self, line: str) -> str:
+        if self.in_key:
+            if _PEM_END.search(line):
+                self.in_key = False
+                return MASK + redact(_PEM_END.split(line, 1)[1], self.secrets)
+            return MASK
+        begin = _PEM_BEGIN.search(line)
+        if begin and not _PEM_END.search(line, begin.end()):
+            self.in_key = True
+        return redact(line, self.secrets)
+
+
 def redact_lines(lines: Iterable[str], secrets: Iterable[str] = ()) -> list[str]:
-    secret_list = list(secrets)
-    return [redact(line, secret_list) for line in lines]
+    redactor = LineRedactor(secrets)
+    return [redactor(line) for line in lines]
 
 
 class RedactingFilter(logging.Filter):

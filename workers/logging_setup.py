@@ -111,6 +111,7 @@ def setup_logging(
     scrub = _scrubber(secrets or [])
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter(scrub) if use_json else TextFormatter(scrub))
+    handler.addFilter(_redacting_filter(secrets or []))
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_ticketflow", False)]:
         root.removeHandler(old)
@@ -118,6 +119,12 @@ def setup_logging(
     root.addHandler(handler)
     root.setLevel(level.upper())
     return handler
+
+
+def _redacting_filter(secrets: list[str]) -> logging.Filter:
+    from activities.redact import RedactingFilter
+
+    return RedactingFilter(secrets)
 
 
 def _scrubber(secrets: list[str]) -> Callable[[str], str]:
