@@ -70,6 +70,7 @@ class TicketSummary:
     repo: str | None
     status: str
     started: datetime | None
+    closed: datetime | None = None  # when the workflow closed (DONE, FAILED, CANCELLED, ...)
 
 
 def run_options(settings: Settings, ticket: Ticket) -> TicketRun:
@@ -222,6 +223,7 @@ async def list_tickets(client: Client, state: str | None = None, limit: int = 20
                 repo=attrs.get(visibility.TICKET_REPO),
                 status=execution.status.name if execution.status else "UNKNOWN",
                 started=execution.start_time,
+                closed=execution.close_time,
             )
         )
     return found

@@ -1,7 +1,13 @@
 """`ticketflow watch`: a live table of tickets (state, stage, model, iteration, elapsed), refreshed in place.
 
 Rows come from Temporal visibility (the same list the Web UI shows); running tickets are asked for their
-status (a query answered by a worker) for model, iteration and the blocked reason.
+status (a query answered by a worker) for model, iteration and the blocked reason. A closed ticket's
+elapsed time is frozen at its close.
+
+On a terminal at least WIDE columns wide it is a table; narrower (80 columns) each ticket is two lines:
+its columns, then the title, why and model. Without a terminal it prints the two-line form as plain
+text: once with --once, else a snapshot per refresh; --json prints one JSON line per refresh (once with
+--once), for scripts.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -54,7 +60,11 @@ def _elapsed(summary: tickets.TicketSummary, status: TicketStatus | None, now: d
     started = (status.started_at if status else None) or summary.started
     if started is None:
         return None
-    end = status.updated_at if status and status.state.is_final and status.updated_at else now
+    end = now
+    if status is not None and status.state.is_final and status.updated_at:
+        end = status.updated_at
+    elif summary.closed is not None:
+        end = summary.closed  # closed tickets are not queried: visibility knows when they closed
     return max((end - started).total_seconds(), 0.0)
 
 
@@ -114,6 +124,10 @@ def human_seconds(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
+WIDE = 120  # columns from which the table form fits; narrower terminals get two lines per ticket
+TICKET_WIDTH, STAGE_WIDTH, STATE_WIDTH = 22, 16, len("WAITING_FOR_MODEL")
+
+
 def render(rows: list[WatchRow]) -> Table:
     table = Table(title=f"ticketflow: {len(rows)} ticket(s)", expand=True)
     for name in ("ticket", "state", "stage", "model", "iter", "elapsed", "title / why"):
@@ -131,6 +145,69 @@ def render(rows: list[WatchRow]) -> Table:
     return table
 
 
+def _fit(text: str, width: int) -> str:
+    """`text` in at most `width` characters: a long one keeps its start and end around an ellipsis."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def compact_lines(rows: list[WatchRow], width: int = 80) -> list[tuple[str, str, str]]:
+    """Two lines per ticket for narrow terminals and plain output: (columns, state, detail); the state
+    is returned apart so a terminal can colour it."""
+    lines = []
+    for row in rows:
+        head = f"{_fit(row.ticket_id, TICKET_WIDTH):<{TICKET_WIDTH}} "
+        tail = (
+            f" {_fit(row.stage or '-', STAGE_WIDTH):<{STAGE_WIDTH}} {row.iteration or '-':>5} "
+            f"{human_seconds(row.elapsed_seconds):>7}"
+        )
+        # Why a ticket waits matters more than its title; a DONE ticket's note is only its PR.
+        parts = (row.title, row.note, row.model) if row.state == "DONE" else (row.note, row.title, row.model)
+        detail = " · ".join(part for part in parts if part)
+        lines.append((head, f"{row.state:<{STATE_WIDTH}}", tail + "\n" + _clip(f"  {detail}", width)))
+    return lines
+
+
+def render_compact(rows: list[WatchRow], width: int) -> Group:
+    header = Text(f"ticketflow: {len(rows)} ticket(s)", style="bold")
+    columns = (
+        f"{'ticket':<{TICKET_WIDTH}} {'state':<{STATE_WIDTH}} {'stage':<{STAGE_WIDTH}} {'iter':>5} "
+        f"{'elapsed':>7}"
+    )
+    texts = [header, Text(columns, style="dim")]
+    for (head, state, rest), row in zip(compact_lines(rows, width), rows, strict=True):
+        columns_line, detail = rest.split("\n", 1)
+        line = Text(head)
+        line.append(state, style=STATE_STYLES.get(row.state, "cyan"))
+        line.append(columns_line)
+        texts += [line, Text(detail, style="dim")]
+    return Group(*texts)
+
+
+def render_plain(rows: list[WatchRow], width: int = 80) -> str:
+    columns = (
+        f"{'ticket':<{TICKET_WIDTH}} {'state':<{STATE_WIDTH}} {'stage':<{STAGE_WIDTH}} {'iter':>5} "
+        f"{'elapsed':>7}"
+    )
+    lines = [f"ticketflow: {len(rows)} ticket(s)", columns]
+    lines += [head + state + rest for head, state, rest in compact_lines(rows, width)]
+    return "\n".join(lines)
+
+
+def render_for(rows: list[WatchRow], width: int) -> Table | Group:
+    return render(rows) if width >= WIDE else render_compact(rows, width)
+
+
+def json_line(rows: list[WatchRow], now: datetime) -> str:
+    return json.dumps({"at": now.isoformat(), "tickets": [asdict(r) for r in rows]}, default=str)
+
+
 async def watch(
     client: Client,
     *,
@@ -142,17 +219,23 @@ async def watch(
     console: Console | None = None,
 ) -> int:
     out = console or Console()
-    rows = await collect_rows(client, state, ids)
-    if as_json:
-        print(json.dumps([asdict(r) for r in rows], indent=2, default=str))
-        return 0
-    if once:
-        out.print(render(rows))
-        return 0
-    with Live(render(rows), console=out, refresh_per_second=4, screen=False) as live:
+    while True:
+        rows = await collect_rows(client, state, ids)
+        if as_json:
+            print(json_line(rows, datetime.now(UTC)), flush=True)
+        elif not out.is_terminal:
+            print(render_plain(rows, out.width), end="\n\n" if not once else "\n", flush=True)
+        elif once:
+            out.print(render_for(rows, out.width))
+        else:
+            break  # a terminal: refreshed in place below
+        if once:
+            return 0
+        await asyncio.sleep(interval)
+    with Live(render_for(rows, out.width), console=out, refresh_per_second=4, screen=False) as live:
         while True:
             await asyncio.sleep(interval)
-            live.update(render(await collect_rows(client, state, ids)))
+            live.update(render_for(await collect_rows(client, state, ids), out.width))
 
 
 async def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
