@@ -10,6 +10,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import review_rules as rules
+from activities import secrets_scan
 from activities.gitops import commit_all
 from activities.review import ReviewActivities
 from activities.settings import Settings
@@ -70,6 +71,74 @@ async def test_secrets_are_critical_and_never_echoed(local_settings: Settings, w
     assert any("AWS" in f.message for f in secrets) and any("GitHub" in f.message for f in secrets), secrets
     dumped = report.model_dump_json()
     assert aws_key not in dumped and gh_token not in dumped
+
+
+async def test_a_secret_added_then_removed_is_named_by_its_commit(
+    local_settings: Settings, workspace: Workspace
+) -> None:
+    path = Path(workspace.path)
+    token = github_shaped_token()
+    write_files(path, {"config.yaml": f"name: calc\napi_token: {token}\n"})
+    leaked = await commit_all(path, "WIP: config")
+    write_files(path, {"config.yaml": "name: calc\n"})
+    await commit_all(path, "WIP: config without the token")
+
+    report = await review(local_settings, workspace)
+
+    found = by_rule(report)
+    assert "secret" not in found and not report.blocking  # not in the squashed PR: not blocking
+    [history] = found["secret-in-history"]
+    assert (history.severity, history.file, history.line) == ("high", "config.yaml", 2)
+    assert leaked and leaked[:12] in history.message and "GitHub Token" in history.message
+    assert token not in report.model_dump_json()
+
+
+async def test_a_secret_in_the_final_tree_names_the_commit_that_added_it(
+    local_settings: Settings, workspace: Workspace
+) -> None:
+    path = Path(workspace.path)
+    write_files(path, {"prod.env": "DEBUG=0\n"})
+    await commit_all(path, "WIP: env")
+    write_files(path, {"prod.env": "DEBUG=0\nDB_PASSWORD=hunter2-prod\n"})
+    added = await commit_all(path, "WIP: password")
+
+    report = await review(local_settings, workspace)
+
+    [secret] = by_rule(report)["secret"]
+    assert (secret.severity, secret.file, secret.line) == ("critical", "prod.env", 2)
+    assert added and f"commit {added[:12]}" in secret.message and "hunter2" not in secret.message
+    assert [f.file for f in by_rule(report)["sensitive-file"]] == ["prod.env"]
+    assert "secret-in-history" not in by_rule(report)
+
+
+async def test_a_secret_in_a_commit_message_is_named_without_its_value(
+    local_settings: Settings, workspace: Workspace
+) -> None:
+    path = Path(workspace.path)
+    token = github_shaped_token()
+    write_files(path, {"NOTES.md": "notes\n"})
+    sha = await commit_all(path, f"WIP: notes\n\nused {token} to fetch the fixtures")
+
+    report = await review(local_settings, workspace)
+
+    [finding] = by_rule(report)["secret-in-message"]
+    assert finding.severity == "high" and sha and sha[:12] in finding.message and "line 3" in finding.message
+    assert token not in report.model_dump_json()
+
+
+async def test_a_scan_that_fails_blocks(
+    local_settings: Settings, workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = Path(workspace.path)
+    write_files(path, {"NOTES.md": "notes\n"})
+    await commit_all(path, "WIP: notes")
+
+    def broken(text: str) -> list[object]:
+        raise RuntimeError("scanner down")
+
+    monkeypatch.setattr(secrets_scan, "scan_text", broken)
+    report = await review(local_settings, workspace)
+    assert [f.rule for f in report.blocking] == ["secret-scan"]
 
 
 async def test_rule_findings(local_settings: Settings, workspace: Workspace) -> None:
@@ -157,6 +226,8 @@ def test_parse_tree_sizes() -> None:
         (".env.example", None),
         ("config/credentials.json", "credentials file"),
         ("environment.py", None),
+        ("deploy/prod.env", "credentials file"),
+        ("example.env", None),
     ],
 )
 def test_is_sensitive_file(path: str, kind: str | None) -> None:
