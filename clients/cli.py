@@ -200,20 +200,21 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from clients import tickets
+    from workflows.contracts import TicketState
 
     client = await connect(settings)
     st = await tickets.status(client, args.id)
     if args.json:
-        print(st.model_dump_json(indent=2))
+        _print_json({**st.model_dump(mode="json"), "next_steps": tickets.next_steps(st)})
         return 0
     print(f"{st.ticket_id}: {st.title}")
     print(f"  state      {st.state.value}" + (f" at {st.stage.value}" if st.stage else ""))
     print(f"  iteration  {st.iteration}/{st.max_iterations}")
     for line in checks_lines(st):
         print(f"  {line}")
-    if st.blocked_reason:
-        print(f"  blocked    {st.blocked_reason}")
-        print(f"  unblock    {st.unblock_command}")
+    # A reason left from an earlier block means nothing once the ticket moved on (e.g. CANCELLED).
+    if st.blocked_reason and st.state in (TicketState.BLOCKED, TicketState.FAILED):
+        print(f"  {'blocked' if st.state is TicketState.BLOCKED else 'failed':<10} {st.blocked_reason}")
     if st.waiting_until:
         print(f"  waiting    until {st.waiting_until.isoformat()}")
     if st.branch:
@@ -227,6 +228,8 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  timings    {timing}")
     for line in st.last_output[-5:]:
         print(f"  | {line}")
+    for n, step in enumerate(tickets.next_steps(st)):
+        print(f"  {'next' if n == 0 else '':<10} {step}")
     return 0
 
 

@@ -34,6 +34,7 @@ from workflows.contracts import (
     RetryRequest,
     RollbackRequest,
     RunOptions,
+    Stage,
     Ticket,
     TicketRun,
     TicketState,
@@ -311,3 +312,52 @@ async def _failed_run_input(client: Client, ticket_id: str) -> TicketRun:
             f"ticket {ticket_id} failed outside ticketflow's control ({exc.cause}); submit it again"
         ) from exc
     raise TicketOperationError(f"ticket {ticket_id} did not fail")
+
+
+# Stages whose block a human answers with guidance for the agent; a block anywhere else (classify, the
+# workspace, the PR) comes from configuration, credentials or a host: fix that, then retry the stage.
+AGENT_STAGES = (Stage.RUN_AGENT, Stage.RUN_CHECKS, Stage.REVIEW)
+RUNNING = (
+    TicketState.QUEUED,
+    TicketState.CLASSIFYING,
+    TicketState.WORKING,
+    TicketState.TESTING,
+    TicketState.REVIEWING,
+    TicketState.OPENING_PR,
+)
+
+
+def next_steps(st: TicketStatus) -> list[str]:
+    """What a person can do next with this ticket, as commands with a short why; none when nothing is
+    theirs to do (DONE, CANCELLED, or a ticket that resumes on its own)."""
+    tid = st.ticket_id
+    stage = st.stage.value if st.stage else "its stage"
+    if st.state is TicketState.BLOCKED:
+        if st.stage in AGENT_STAGES:
+            steps = [
+                f'ticketflow unblock {tid} --guidance "<what the agent should do>"   (the agent goes on)',
+                f"ticketflow retry {tid}   (run {stage} again as it is, e.g. after fixing the environment)",
+            ]
+            if st.stage is Stage.RUN_AGENT and st.last_good_commit:
+                steps.append(
+                    f"ticketflow rollback {tid}   (back to {st.last_good_commit[:12]}, checks passed there)"
+                )
+        else:
+            steps = [
+                f"ticketflow retry {tid}   (after fixing the cause: configuration, credentials, the host)"
+            ]
+        return [*steps, f"ticketflow cancel {tid}"]
+    if st.state is TicketState.AWAITING_APPROVAL:
+        if st.stage is Stage.APPROVAL:
+            return [f"ticketflow approve {tid}   (opens the PR)", f"ticketflow cancel {tid}"]
+        return [
+            f"ticketflow approve {tid} --extra-tokens <tokens>   (extend the token budget; it goes on)",
+            f"ticketflow cancel {tid}",
+        ]
+    if st.state is TicketState.FAILED:
+        where = st.failed_stage.value if st.failed_stage else stage
+        return [f"ticketflow retry {tid}   (restarts at {where}; fix the cause first)"]
+    if st.state in RUNNING:
+        follow = [f"ticketflow logs {tid} -f   (the agent's output)"] if st.stage is Stage.RUN_AGENT else []
+        return [*follow, f"ticketflow cancel {tid}"]
+    return []  # DONE, CANCELLED; WAITING_FOR_LIMIT / WAITING_FOR_MODEL resume on their own
