@@ -50,6 +50,8 @@ _NOT_FOUND = re.compile(
 _BROKEN_ENV = re.compile(
     r"(error while loading shared libraries|bad interpreter|Could not find platform|^bwrap: )"
 )
+# "sh: 1: jest: not found", "bash: line 1: cargo: command not found": the program the shell missed.
+_MISSING_PROGRAM = re.compile(r"([\w.+-]+): (?:command )?not found")
 _USAGE_ERROR = re.compile(r"(unrecognized arguments|no such option|error: argument)")
 
 
@@ -106,6 +108,8 @@ def environment_problem(exit_code: int | None, lines: list[str], command: str) -
     program = programs[0] if programs else command.split()[0] if command.split() else command
     if exit_code in (126, 127):
         evidence = next((line.strip() for line in reversed(lines) if _NOT_FOUND.search(line)), "")
+        missing = _MISSING_PROGRAM.search(evidence)
+        program = missing.group(1) if missing else program
         what = "could not be executed" if exit_code == 126 else "was not found"
         reason = f"the test runner {what} (exit {exit_code})" + (f": {evidence[:200]}" if evidence else "")
         hint = (

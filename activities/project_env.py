@@ -429,6 +429,8 @@ def setup_environment(base: dict[str, str], settings: Settings, repo_key: str, e
 def toolchain_mounts(program: str, tool_path: str) -> list[Path]:
     """What the sandbox must show for a runner found on the worker's PATH inside a directory it hides
     (the home, where rustup, nvm and pyenv install): the runner's installation, read-only."""
+    if "/" in program:
+        return []  # a path, not a program looked up on PATH (absolute ones: readable_paths)
     found = shutil.which(program, path=tool_path)
     if found is None:
         return []

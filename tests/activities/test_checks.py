@@ -290,6 +290,7 @@ def test_timed_out_beats_everything() -> None:
 def test_environment_problem_names_the_evidence() -> None:
     problem = environment_problem(127, ["running", "sh: 1: jest: not found"], "npm test")
     assert problem is not None and "jest: not found" in problem.reason
+    assert problem.hint is not None and problem.hint.startswith("install `jest` on the worker")
     assert environment_problem(1, ["FAILED test_x.py::test_y"], "python -m pytest") is None
 
 
