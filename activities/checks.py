@@ -108,8 +108,8 @@ def environment_problem(exit_code: int | None, lines: list[str], command: str) -
     program = programs[0] if programs else command.split()[0] if command.split() else command
     if exit_code in (126, 127):
         evidence = next((line.strip() for line in reversed(lines) if _NOT_FOUND.search(line)), "")
-        missing = _MISSING_PROGRAM.search(evidence)
-        program = missing.group(1) if missing else program
+        missed = _MISSING_PROGRAM.search(evidence)
+        program = missed.group(1) if missed else program
         what = "could not be executed" if exit_code == 126 else "was not found"
         reason = f"the test runner {what} (exit {exit_code})" + (f": {evidence[:200]}" if evidence else "")
         hint = (
