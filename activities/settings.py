@@ -352,6 +352,14 @@ class Settings(BaseSettings):
         return None
 
     @model_validator(mode="after")
+    def _ui_url_follows_ui_port(self) -> Settings:
+        """Links to the Web UI (CLI output, PR bodies, notifications) point at the port the dev server's
+        UI really uses when only ui_port (TICKETFLOW_UI_PORT) was set."""
+        if "ui_url" not in self.model_fields_set and "ui_port" in self.model_fields_set:
+            object.__setattr__(self, "ui_url", f"http://localhost:{self.ui_port}")
+        return self
+
+    @model_validator(mode="after")
     def _temporal_client_config(self) -> Settings:
         """Connection settings not given here come from Temporal's client configuration (file profile
         and TEMPORAL_* variables); ticketflow's own settings always win."""

@@ -67,11 +67,23 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from clients import devserver
 
     if devserver.port_open(settings.temporal_address):
+        ours = devserver.running_pid(settings, "dev-server")
+        if ours is None and not args.use_existing:
+            raise devserver.DevServerError(
+                f"{settings.temporal_address} is already taken by a server `ticketflow dev` did not start; "
+                "stop it, choose another temporal_address, or use it with `ticketflow dev --use-existing`"
+            )
         if args.json:
-            _print_json(_dev_info(settings, "already running", devserver.running_pid(settings, "dev-server")))
+            _print_json(_dev_info(settings, "already running" if ours else "using existing", ours))
+        elif ours:
+            print(f"the dev server is already running on {settings.temporal_address} (pid {ours})")
         else:
-            print(f"Temporal already answers on {settings.temporal_address}")
+            print(f"using the server already on {settings.temporal_address} (not started by ticketflow)")
         return 0
+    if not args.headless and devserver.port_open(f"127.0.0.1:{settings.ui_port}"):
+        raise devserver.DevServerError(
+            f"the Web UI port {settings.ui_port} is taken; set ui_port (TICKETFLOW_UI_PORT) or use --headless"
+        )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     command = devserver.dev_server_command(settings, headless=args.headless)
     if args.detach:
@@ -392,6 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("dev", cmd_dev, "start the Temporal dev server (SQLite in the state dir, Web UI)")
     p.add_argument("--detach", action="store_true", help="run in the background")
     p.add_argument("--headless", action="store_true", help="without the Web UI")
+    p.add_argument(
+        "--use-existing",
+        action="store_true",
+        help="if a server ticketflow did not start holds the address, use it instead of refusing",
+    )
     p = command("worker", cmd_worker, "run a worker (workflows and activities; --json: with --detach)")
     p.add_argument("--detach", action="store_true", help="run in the background")
     command("stop", cmd_stop, "stop the background dev server, worker and demo model server")
