@@ -1,19 +1,28 @@
 """aider: `aider --message <task> --yes-always`, plain text output.
 
 aider exits 0 even when the model call failed, so the outcome is judged from what it printed: litellm
-errors after its own ~60 s of retries (rate limit, auth, context window), "Applied edit to <file>" lines
-(our steps) and its "Tokens: ... Cost: ..." report. No session id: the chat history file in the ticket's
-run directory is restored on a resumed run (--restore-chat-history).
+errors (rate limit, quota, auth, context window), "Applied edit to <file>" lines (our steps) and its
+"Tokens: ... Cost: ..." report. No session id: the chat history file in the ticket's run directory is
+restored on a resumed run (--restore-chat-history).
+
+aider wraps its messages at ~80 columns, so an error is read as a block: from its `litellm.<X>Error`
+line to the next "Retrying in N seconds..." (its own retry: a notice, not an outcome), an applied edit
+or token report (the retry worked), or the end of output (final). It reports an exhausted quota
+(`insufficient_quota`) as a RateLimitError; the text tells it apart, so it is a usage limit. It must not
+touch the repository's files for itself: --no-gitignore (else it adds `.aider*` to .gitignore, which
+would land in the ticket's commits), and a git identity in its private HOME (else it writes one into the
+read-only git config and stops).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from activities.agents.base import AgentRun
-from activities.agents.streaming import CliAgent, StreamState, short
+from activities.agents.streaming import CliAgent, StreamState, clean_error, short
 from activities.proc import ProcessResult
 from workflows.contracts import AgentOutcomeKind, AgentResult
 
@@ -27,10 +36,12 @@ ERROR = re.compile(
     r"litellm\.\w+Error|RateLimitError|AuthenticationError|ContextWindowExceededError|"
     r"rate limited you|insufficient credits|NotFoundError|BadRequestError|APIConnectionError"
 )
+RETRYING = re.compile(r"^Retrying in \d+(?:\.\d+)? seconds", re.I)
 FLAGS = [
     "--yes-always",
     "--no-auto-commits",
     "--no-dirty-commits",
+    "--no-gitignore",
     "--no-pretty",
     "--no-stream",
     "--no-fancy-input",
@@ -41,6 +52,15 @@ FLAGS = [
     "--analytics-disable",
 ]
 SESSION = "aider-chat-history"
+GIT_IDENTITY = "[user]\n\tname = ticketflow agent\n\temail = agent@ticketflow.invalid\n"
+_BARE_MODELS = (
+    ("claude", "anthropic"),
+    ("gpt", "openai"),
+    ("o1", "openai"),
+    ("o3", "openai"),
+    ("o4", "openai"),
+    ("gemini", "gemini"),
+)
 
 
 def _count(number: str, suffix: str) -> int:
@@ -66,6 +86,19 @@ class AiderAgent(CliAgent):
             argv += ["--model", self.config.model]
         return [*argv, *self.config.extra_args]
 
+    def provider_name(self) -> str:
+        """litellm's provider prefix of the model (openai/..., anthropic/...), else guessed from its name."""
+        model = self.config.model or ""
+        if "/" in model:
+            return model.split("/", 1)[0]
+        return next((name for prefix, name in _BARE_MODELS if model.startswith(prefix)), "unknown")
+
+    def prepare(self, run: AgentRun, home: Path) -> None:
+        gitconfig = home / ".gitconfig"
+        if not gitconfig.exists():
+            gitconfig.write_text(GIT_IDENTITY)
+        self._block: list[str] = []
+
     async def run(self, run: AgentRun) -> AgentResult:
         # aider has no session id of its own; its chat history stands in for one.
         run.checkpoint.session_id = SESSION
@@ -76,28 +109,52 @@ class AiderAgent(CliAgent):
 
     def handle_text(self, line: str, state: StreamState) -> Iterator[str]:
         state.session_id = SESSION
-        if applied := APPLIED.match(line.strip()):
+        text = line.strip()
+        if self._block and text:
+            if RETRYING.match(text):
+                self._close(state, retried=True)
+            elif not APPLIED.match(text) and not TOKENS.search(text):
+                self._block.append(text)
+            else:  # a reply came after all: the error was one its client library retried
+                self._close(state, retried=True)
+        if applied := APPLIED.match(text):
+            state.resumable = True
             state.steps.append(f"edit {applied['file']}")
         elif tokens := TOKENS.search(line):
+            state.resumable = True
             state.add_tokens(
                 _count(tokens["sent"], tokens["sk"]),
                 _count(tokens["recv"], tokens["rk"]),
                 float(tokens["cost"] or 0),
             )
-        elif ERROR.search(line):
-            state.errors.append(line.strip())
-            if not state.classify_error(line):
-                state.settle("failed", f"aider: {short(line)}")
-        elif line.strip() and not line.startswith(("Aider v", "Model:", "Git repo:", "Repo-map:")):
+        elif ERROR.search(line) and not self._block:
+            self._block = [text]
+        elif (
+            text and not self._block and not line.startswith(("Aider v", "Model:", "Git repo:", "Repo-map:"))
+        ):
             state.final_text = (state.final_text + "\n" + line)[-4000:]
-        if line.strip():
+        if text:
             yield line
+
+    def _close(self, state: StreamState, *, retried: bool) -> None:
+        """One error block, read whole: followed by a retry it is a notice, else aider's last word."""
+        block, self._block = " ".join(self._block), []
+        if retried:
+            state.retry_notice(block)
+            return
+        state.errors.append(block)
+        if not state.classify_error(block):
+            state.settle("failed", f"aider: {short(clean_error(block))}")
 
     def _outcome(
         self, run: AgentRun, state: StreamState, proc: ProcessResult
     ) -> tuple[AgentOutcomeKind, str]:
+        if self._block:
+            self._close(state, retried=False)
         outcome, reason = super()._outcome(run, state, proc)
         if outcome == "done" and not state.steps:
+            if state.retrying is not None:  # it retried, then answered without editing
+                return "blocked", f"aider changed no file after retrying ({short(state.retrying.message)})"
             # Exit 0 with no edit applied is not success: aider answered instead of changing code.
             lines = state.final_text.strip().splitlines()
             return (

@@ -5,7 +5,13 @@ Pure functions of (text, now, local zone), so every message format we have seen 
 docs/agents.md; vendors change them often, so each one is a separate, small pattern.
 
 usage  = a plan's quota (hours to days): the ticket waits durably until reset_at, then resumes the session.
+         No credits / a spend cap are usage limits with an unknown reset: the ticket waits and probes.
 rate   = a short throttle (seconds to minutes): retried after retry_after seconds.
+
+Text is normalised first: typographic quotes become ASCII ones (Codex prints "You\u2019ve" with
+U+2019) and all whitespace, line breaks included, becomes one space (aider wraps its messages at ~80 columns).
+A CLI's own retry notice ("Reconnecting... 1/5 (...429...)", "Retrying in 2.0 seconds...") is not a
+final outcome: `is_retry_notice` tells the adapters to keep it only in case the run then fails.
 """
 
 from __future__ import annotations
@@ -49,12 +55,20 @@ _CLAUDE_USAGE = re.compile(
     r"(?:5-hour|five.hour|weekly|session|opus|sonnet) limit reached",
     re.I,
 )
-# Codex: "You've hit your usage limit. ... try again at 3:28 PM." / "... at Aug 8th, 2026 12:30 PM."
-_CODEX_USAGE = re.compile(r"you've hit your usage limit", re.I)
+# Codex 0.17x (typographic apostrophe, normalised): "You\u2019ve hit your usage limit. ... try again at
+# 3:32 PM." / "... at Aug 8th, 2026 12:30 PM."; "You\u2019ve hit your usage limit for <model>...";
+# "You've reached your usage limit. Increase your limits to continue"; workspace spend caps and credits.
+_CODEX_USAGE = re.compile(
+    r"you've hit your usage limit|you've reached your (?:usage|workspace credit) limit|"
+    r"you hit your spend cap|(?:workspace is|you're) out of credits",
+    re.I,
+)
 _CODEX_AT = re.compile(rf"try again at\s+(?:{_DATE}\s+)?{_CLOCK}", re.I)
 _QUOTA = re.compile(
-    r"quota exceeded|insufficient_quota|exhausted your capacity|capacity exceeded|MODEL_CAPACITY_EXHAUSTED|"
-    r"QUOTA_EXHAUSTED|TerminalQuotaError|spend limit|enforced_spend_limit_reached",
+    r"quota exceeded|insufficient_quota|exceeded your current quota|exhausted your capacity|"
+    r"capacity exceeded|MODEL_CAPACITY_EXHAUSTED|QUOTA_EXHAUSTED|TerminalQuotaError|spend limit|"
+    r"enforced_spend_limit_reached|exhausted your daily quota|daily quota|PerDay|"
+    r"credit balance is too low|out of credits|insufficient credits|spend cap",
     re.I,
 )
 # Gemini: "Please retry in 34.07s.", "Suggested retry after 60s."; HTTP: "Retry-After: 30".
@@ -63,12 +77,22 @@ _RETRY_IN = re.compile(
     r"(?P<unit>ms|milliseconds?|s|sec(?:ond)?s?|m|min(?:ute)?s?|h|hours?)?\b",
     re.I,
 )
+_TERMINAL = re.compile(r"TerminalQuotaError|daily quota|PerDay|per day", re.I)
 # Anthropic's monthly spend cap resets at 00:00 UTC on the 1st.
 _MONTHLY = re.compile(r"enforced_spend_limit_reached|monthly spend limit", re.I)
 _RATE = re.compile(
     r"experiencing high demand|rate.?limit|too many requests|\b429\b|RetryableQuotaError|rate limited you|"
     r"temporarily limiting requests|\b529\b|overloaded",
     re.I,
+)
+# A CLI retrying on its own: Codex "Reconnecting... 2/5 (...)", aider "Retrying in 2.0 seconds...",
+# Gemini "Attempt 1 failed: ... Retrying after 5889ms...".
+_RETRY_NOTICE = re.compile(
+    r"^reconnecting\.*\s*\d+/\d+|\bretrying in \d+(?:\.\d+)? ?s|^attempt \d+ failed\b",
+    re.I,
+)
+_QUOTES = str.maketrans(
+    {"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"'}
 )
 
 
@@ -80,7 +104,8 @@ def local_zone() -> tzinfo:
 def parse_limit(text: str, now: datetime, local: tzinfo | None = None) -> Limit | None:
     """The limit a message reports, or None. `now` must be aware; `local` is the agent machine's zone."""
     local = local or local_zone()
-    message = text.strip()[:500]
+    text = normalise(text)
+    message = text[:500]
     if found := _CLAUDE_EPOCH.search(text):
         return Limit("usage", message, reset_at=datetime.fromtimestamp(int(found["epoch"]), tz=UTC))
     if _CLAUDE_USAGE.search(text) and not _CODEX_USAGE.search(text):
@@ -91,6 +116,9 @@ def parse_limit(text: str, now: datetime, local: tzinfo | None = None) -> Limit 
         return Limit("usage", message, reset_at=_clock_reset(found, now, local) if found else None)
     retry = _retry_seconds(text)
     if _QUOTA.search(text) or (retry is not None and retry > RATE_TO_USAGE_SECONDS):
+        if retry is not None and retry <= RATE_TO_USAGE_SECONDS and not _TERMINAL.search(text):
+            # Google's per-minute 429 also says "You exceeded your current quota": a short wait is a rate.
+            return Limit("rate", message, retry_after=retry)
         if retry is not None:
             return Limit("usage", message, reset_at=now + timedelta(seconds=retry))
         if _MONTHLY.search(text):
@@ -99,6 +127,16 @@ def parse_limit(text: str, now: datetime, local: tzinfo | None = None) -> Limit 
     if _RATE.search(text) or (retry is not None and re.search(r"retry|try again", text, re.I)):
         return Limit("rate", message, retry_after=retry)
     return None
+
+
+def normalise(text: str) -> str:
+    """ASCII quotes and single spaces: vendors print "You\u2019ve" and wrap long messages."""
+    return " ".join(text.translate(_QUOTES).split())
+
+
+def is_retry_notice(text: str) -> bool:
+    """The CLI says it will retry by itself: not an outcome unless the run then fails."""
+    return bool(_RETRY_NOTICE.search(normalise(text)))
 
 
 def reset_from_epoch(value: float | int | str | None) -> datetime | None:

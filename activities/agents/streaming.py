@@ -5,6 +5,11 @@ An adapter says how to build its argv and how to read one line of its stream (`C
 module runs the process (sandboxed via run.wrap), keeps the raw events as JSON lines next to the attempt's
 log, commits each completed edit as a WIP checkpoint with the agent frozen, remembers which sessions were
 really started (so a retry or a post-limit run resumes them), and judges the result.
+
+A session counts as started once the CLI can resume it (`StreamState.resumable`), not when the CLI named
+it: a CLI whose first call hit a limit has nothing to resume (Gemini then fails "No previous sessions
+found"). A CLI's own retry notices are kept aside (`StreamState.retrying`) and only decide the outcome
+when the run then fails; a run that recovers and finishes is done.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import stack
 from activities.agents.base import AgentRun
-from activities.agents.limits import Limit, local_zone, parse_limit
+from activities.agents.limits import Limit, is_retry_notice, local_zone, normalise, parse_limit
 from activities.proc import ProcessResult, paused, run_process
 from activities.redact import redact
 from activities.settings import AgentConfig
@@ -62,6 +67,13 @@ class StreamState:
     errors: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
     session_started: bool = False
+    # The CLI could resume this session now: Claude's once it named it (the prompt is saved first),
+    # Gemini's and Codex's once the model answered in it.
+    resumable: bool = False
+    # The last retry notice of the CLI itself (a limit it is waiting out): the outcome only if the run fails.
+    retrying: Limit | None = None
+    # The CLI's own wait before its last retry (Claude's api_retry retry_delay_ms): the server's Retry-After.
+    retry_hint: float | None = None
 
     def settle(self, outcome: AgentOutcomeKind, reason: str) -> None:
         """Record an outcome; a limit or a question, once seen, is not overwritten by a later generic end."""
@@ -81,15 +93,30 @@ class StreamState:
             self.outcome, self.reason, self.retry_after = "rate_limited", found.message, found.retry_after
 
     def classify_error(self, text: str) -> bool:
-        """Error text from the agent: a limit, an auth failure, or neither (False)."""
+        """Error text from the agent: a limit, an auth failure, or neither (False). A retry notice of the
+        CLI itself is put aside (`retrying`), not settled: the CLI may still finish."""
         found = parse_limit(text, datetime.now(UTC), local_zone())
+        if found is not None and is_retry_notice(text):
+            self.retrying = found
+            return True
         if found is not None:
             self.limit(found)
             return True
-        if AUTH_FAILURE.search(text):
-            self.auth_failure = text.strip()[:300]
+        if AUTH_FAILURE.search(normalise(text)):
+            self.auth_failure = clean_error(text)[:300]
             return True
         return False
+
+    def retry_notice(self, text: str) -> None:
+        """The CLI is retrying on its own after this error: keep the limit aside, settle nothing."""
+        found = parse_limit(text, datetime.now(UTC), local_zone())
+        if found is not None:
+            self.retrying = found
+
+    def failed_while_retrying(self) -> None:
+        """The run failed without a final word: the limit the CLI was last waiting out is the reason."""
+        if self.retrying is not None and self.outcome in (None, "failed"):
+            self.limit(self.retrying)
 
 
 def prompt_for(run: AgentRun, resuming: bool) -> str:
@@ -110,6 +137,26 @@ def prompt_for(run: AgentRun, resuming: bool) -> str:
         parts.append(f"Guidance from a human:\n{req.guidance}")
     parts.append(INSTRUCTIONS)
     return "\n\n".join(parts)
+
+
+def clean_error(text: str) -> str:
+    """An error for humans: the innermost `message` of a JSON error body a CLI printed as is, without the
+    request's URL and id."""
+    text = normalise(text)
+    for _ in range(3):  # a JSON error quoted inside a JSON error
+        found = _JSON_MESSAGE.search(text)
+        if found is None:
+            break
+        try:
+            message = json.loads(found["quoted"])
+        except ValueError:
+            break
+        text = f"{text[: found.start()].rstrip(' :')}: {normalise(str(message))}".lstrip(": ")
+    return _REQUEST_DETAILS.sub("", text).strip()
+
+
+_JSON_MESSAGE = re.compile(r'[\[{].*"message"\s*:\s*(?P<quoted>"(?:[^"\\]|\\.)*").*[\]}]')
+_REQUEST_DETAILS = re.compile(r",?\s*(?:url: \S+?|request id: [\w-]+)(?=,|$)")
 
 
 def cli_environment(config: AgentConfig, run: AgentRun, home: Path) -> dict[str, str]:
@@ -148,6 +195,22 @@ def mark_session_started(run: AgentRun, session_id: str) -> None:
     marker.touch()
 
 
+def session_data(run: AgentRun, session_id: str) -> dict[str, Any]:
+    """What an adapter kept about a started session (e.g. Codex's running token totals)."""
+    try:
+        data = json.loads(_session_marker(run, session_id).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_session_data(run: AgentRun, session_id: str, data: dict[str, Any]) -> None:
+    marker = _session_marker(run, session_id)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.with_suffix(".tmp").write_text(json.dumps(data))
+    marker.with_suffix(".tmp").replace(marker)
+
+
 def short(text: str) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= PROGRESS_CHARS else flat[: PROGRESS_CHARS - 1] + "…"
@@ -166,6 +229,8 @@ class CliAgent:
 
     kind = "cli"
     json_stream = True
+    # Whose limits this CLI reports (AgentResult.provider, for a per-provider limit gate).
+    provider = "unknown"
 
     def __init__(self, name: str, config: AgentConfig) -> None:
         self.name = name
@@ -191,6 +256,13 @@ class CliAgent:
     def binary(self) -> str:
         return self.config.binary or self.kind
 
+    def environment(self, run: AgentRun, home: Path) -> dict[str, str]:
+        """The process environment: the allowlist of cli_environment, adapters may add to it."""
+        return cli_environment(self.config, run, home)
+
+    def provider_name(self) -> str:
+        return self.provider
+
     # ------------------------------------------------------------------------------------- run
 
     async def run(self, run: AgentRun) -> AgentResult:
@@ -206,7 +278,7 @@ class CliAgent:
         run.on_line(
             f"[ticketflow] {'resuming session ' + str(session_id) if resuming else 'starting'} {self.kind}"
         )
-        proc = await self._drive(run, argv, cli_environment(self.config, run, home), state)
+        proc = await self._drive(run, argv, self.environment(run, home), state)
         if state.session_id:
             run.checkpoint.session_id = state.session_id
         return self.judge(run, state, proc)
@@ -229,7 +301,7 @@ class CliAgent:
             progress = self.handle(event, state) if event is not None else self.handle_text(line, state)
             for text in progress:
                 run.on_line(redact(text, keys))
-            if state.session_id and not state.session_started:
+            if state.session_id and state.resumable and not state.session_started:
                 state.session_started = True
                 mark_session_started(run, state.session_id)
                 run.checkpoint.session_id = state.session_id
@@ -275,7 +347,10 @@ class CliAgent:
                 "outcome": outcome,
                 "reason": reason,
                 "reset_at": state.reset_at if outcome == "usage_limit" else None,
-                "retry_after_seconds": state.retry_after if outcome == "rate_limited" else None,
+                "retry_after_seconds": (state.retry_after or state.retry_hint)
+                if outcome == "rate_limited"
+                else None,
+                "provider": self.provider_name() if outcome in ("usage_limit", "rate_limited") else None,
             }
         )
 
@@ -290,8 +365,11 @@ class CliAgent:
         if proc.stalled:
             return "failed", f"{self.kind} printed nothing for {human_seconds(run.stall_seconds or 0)}"
         if state.outcome is None and proc.exit_code != 0:
-            for text in [*state.errors, *proc.tail[-10:]]:
+            # Events were read already; the plain lines (stderr) may still say what went wrong.
+            for text in [*state.errors, *(line for line in proc.tail[-10:] if _as_event(line) is None)]:
                 state.classify_error(text)
+        if proc.exit_code != 0:
+            state.failed_while_retrying()
         if state.auth_failure and state.outcome not in ("usage_limit", "rate_limited"):
             raise ApplicationError(
                 f"{self.name} ({self.kind}) could not authenticate: {state.auth_failure}. Log it in for the "

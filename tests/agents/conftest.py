@@ -15,6 +15,7 @@ from activities.settings import AgentConfig
 from workflows.contracts import AgentCheckpoint, AgentRequest, Classification, Ticket, Workspace
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes" / "agent_streams"
+SESSION = "7d3f1c2a-5b6e-4f80-9a1b-2c3d4e5f6a7b"  # Claude Code takes only UUIDs for --session-id
 FAKE_ENV = ["FAKE_AGENT_SCENARIO", "FAKE_AGENT_RESET_IN", "FAKE_AGENT_SILENCE"]
 
 
@@ -23,7 +24,7 @@ class Harness:
     """One ticket's run directory and worktree; every run() is one attempt of run_agent."""
 
     root: Path
-    checkpoint: AgentCheckpoint = field(default_factory=lambda: AgentCheckpoint(session_id="sess-0001"))
+    checkpoint: AgentCheckpoint = field(default_factory=lambda: AgentCheckpoint(session_id=SESSION))
     lines: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
 
@@ -70,9 +71,11 @@ class Harness:
         path = self.home / "fake-agent-argv.jsonl"
         return [json.loads(line)["argv"] for line in path.read_text().splitlines()] if path.exists() else []
 
-    def events(self) -> list[dict[str, object]]:
+    def events(self) -> list[str]:
+        """The raw event lines kept for the attempt. Not parsed: redaction masks values it takes for
+        secrets even inside JSON (`"output_tokens":***`), which leaves such a line invalid JSON."""
         path = self.root / "logs" / "run_agent-1-attempt1.events.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        return path.read_text().splitlines()
 
 
 @pytest.fixture

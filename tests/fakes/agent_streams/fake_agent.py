@@ -1,5 +1,11 @@
 #!/usr/bin/env python3
-"""Stand-in for the claude, codex, aider and gemini CLIs: prints each one's real stream format.
+"""Stand-in for the claude, codex, aider and gemini CLIs: prints each one's stream format.
+
+Kept only for what the real CLIs (tests/agents/test_real_clis.py, run against tests/fakes/model_apis.py)
+cannot be made to emit on demand: Claude's `error_max_turns` and AskUserQuestion, Codex's
+`request_user_input` and declined commands, Gemini's exit 53, silence and stalls, and the workflow tests
+that need a CLI on machines without the real ones. Formats the real CLIs do emit are tested from their
+recorded output (tests/agents/recorded/) instead.
 
 Invoked through the symlinks next to this file; the name it was called by picks the format. What it does
 is scripted by $FAKE_AGENT_SCENARIO (success, usage_limit, usage_limit_once, rate_limit, max_turns, auth,
@@ -32,9 +38,10 @@ def value_after(flag: str) -> str | None:
 
 def scenario() -> str:
     name = os.environ.get("FAKE_AGENT_SCENARIO", "success")
-    resumed = any(flag in ARGS for flag in ("--resume", "resume", "-r", "--restore-chat-history"))
-    if name == "usage_limit_once":
-        return "success" if resumed else "usage_limit"
+    if name == "usage_limit_once":  # the first invocation for this HOME hits the limit, later ones work
+        record = Path.home() / "fake-agent-argv.jsonl"
+        runs = len(record.read_text().splitlines()) if record.exists() else 0
+        return "success" if runs > 1 else "usage_limit"
     return name
 
 
