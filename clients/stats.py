@@ -1,8 +1,9 @@
 """`ticketflow stats`: how tickets went over a time window, from Temporal itself (no second database).
 
-Closed ticket runs come from visibility; each run's history gives its input (the ticket: agent) and its
-end (the TicketResult, or the TicketFailed failure that carries the status). Per ticket that yields the
-outcome, duration, tokens and cost, the models used, the agent and the classified kind.
+Closed ticket runs come from visibility; each run's history gives its input (the ticket), the agents
+that really ran (each run_agent result names its agent, whatever the worker's default_agent was then) and
+its end (the TicketResult, or the TicketFailed failure that carries the status). Per ticket that yields
+the outcome, duration, tokens and cost, the models used, the agent and the classified kind.
 Tokens are recorded per ticket, not per model call, so a ticket that used several models is counted
 under their combination ("a+b"); exact per-model token counts are in Prometheus (ticketflow_llm_tokens).
 """
@@ -21,8 +22,9 @@ from temporalio.client import Client, WorkflowExecution, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 
 from workflows import policy
-from workflows.contracts import TicketResult, TicketRun, TicketState, TicketStatus
+from workflows.contracts import AgentResult, TicketResult, TicketRun, TicketState, TicketStatus
 
+NO_AGENT = "(no agent ran)"
 CLOSED = "ExecutionStatus IN ('Completed', 'Failed', 'Canceled', 'Terminated', 'TimedOut')"
 MAX_PARALLEL = 8
 _WINDOW = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -89,11 +91,29 @@ def failure_key(reason: str) -> str:
     return text.strip()[:120]
 
 
-async def _run_outcome(client: Client, execution: WorkflowExecution, default_agent: str) -> TicketOutcome:
+async def agents_that_ran(client: Client, history: WorkflowHistory) -> list[str]:
+    """The agent of every completed run_agent attempt, in order, as each result recorded it."""
+    types: dict[int, str] = {}
+    agents: list[str] = []
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            types[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+        elif event.HasField("activity_task_completed_event_attributes"):
+            done = event.activity_task_completed_event_attributes
+            if types.get(done.scheduled_event_id) != policy.RUN_AGENT.name or not done.result.payloads:
+                continue
+            result: AgentResult = (await client.data_converter.decode(done.result.payloads, [AgentResult]))[0]
+            if result.agent:
+                agents.append(result.agent)
+    return agents
+
+
+async def _run_outcome(client: Client, execution: WorkflowExecution) -> TicketOutcome:
     handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
     history = await handle.fetch_history()
     started = history.events[0].workflow_execution_started_event_attributes
     run: TicketRun = (await client.data_converter.decode(started.input.payloads, [TicketRun]))[0]
+    ran = list(dict.fromkeys(await agents_that_ran(client, history)))
     status, state, reason = await _ending(client, history, run)
     begin = status.started_at if status and status.started_at else execution.start_time
     end = execution.close_time
@@ -103,7 +123,7 @@ async def _run_outcome(client: Client, execution: WorkflowExecution, default_age
         state=state.value,
         duration_seconds=(end - begin).total_seconds() if end and begin else None,
         models="+".join(m for m in (status.models_used if status else []) if m) or "none",
-        agent=run.ticket.agent or default_agent,
+        agent="+".join(ran) or NO_AGENT,
         kind=status.classification.kind if status and status.classification else "unclassified",
         tokens=tokens.total if tokens else 0,
         cost_usd=tokens.cost_usd if tokens else 0.0,
@@ -155,9 +175,7 @@ def _latest_per_ticket(executions: list[WorkflowExecution]) -> list[WorkflowExec
     return list(latest.values())
 
 
-async def collect(
-    client: Client, window: str = "7d", default_agent: str = "command", task_queue: str | None = None
-) -> Stats:
+async def collect(client: Client, window: str = "7d", task_queue: str | None = None) -> Stats:
     since = datetime.now(UTC) - parse_window(window)
     query = f"WorkflowType = '{policy.WORKFLOW_TYPE}' AND {CLOSED} AND CloseTime > '{since.isoformat()}'"
     if task_queue:
@@ -167,7 +185,7 @@ async def collect(
 
     async def one(ex: WorkflowExecution) -> TicketOutcome:
         async with gate:
-            return await _run_outcome(client, ex, default_agent)
+            return await _run_outcome(client, ex)
 
     outcomes = list(await asyncio.gather(*(one(ex) for ex in executions)))
     return summarize(window, outcomes)

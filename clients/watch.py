@@ -250,7 +250,7 @@ async def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 
     stats.parse_window(args.window)  # a bad window is a one-line error before any connection
     client = await connect(settings)
-    result = await stats.collect(client, args.window, settings.default_agent)
+    result = await stats.collect(client, args.window)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2, default=str))
     else:

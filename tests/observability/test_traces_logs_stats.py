@@ -98,7 +98,7 @@ async def test_tickets_are_traced_logged_watched_and_counted(
     )
 
     # stats: over this test's task queue only (the dev server is shared by the whole session).
-    result = await stats.collect(w.client, "1h", "demo", task_queue=w.settings.task_queue)
+    result = await stats.collect(w.client, "1h", task_queue=w.settings.task_queue)
     assert (result.tickets, result.done, result.failed, result.cancelled) == (3, 1, 1, 1)
     assert result.success_rate == pytest.approx(1 / 3, abs=1e-3)
     assert result.median_done_duration_seconds is not None
