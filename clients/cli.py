@@ -313,13 +313,13 @@ async def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
-    from clients import tickets
-
+def cmd_logs(args: argparse.Namespace, settings: Settings) -> int | Awaitable[int]:
+    """This host's per-attempt log files; for a ticket whose agent ran elsewhere, what its history
+    recorded (clients/ticket_logs.py)."""
     folder = settings.logs_dir / args.id
     files = _log_files(folder)
-    if not files and not args.follow:
-        raise tickets.TicketOperationError(f"no logs for ticket {args.id} under {folder}")
+    if not files:
+        return _recorded_logs(args, settings)
     if args.json and not args.follow:
         _print_json([{"file": str(p), "log": p.read_text(errors="replace")} for p in files])
         return 0
@@ -327,6 +327,27 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
         print(f"==> {path.name} <==\n{path.read_text(errors='replace')}")
     if args.follow:
         _follow(folder)
+    return 0
+
+
+async def _recorded_logs(args: argparse.Namespace, settings: Settings) -> int:
+    from clients import ticket_logs, tickets
+    from clients.connect import TemporalUnavailable
+
+    try:
+        client = await connect(settings)
+    except TemporalUnavailable as exc:
+        folder = settings.logs_dir / args.id
+        raise tickets.TicketOperationError(f"no logs for ticket {args.id} under {folder}, and {exc}") from exc
+    attempts = await ticket_logs.recorded_attempts(client, args.id)
+    if args.json and not args.follow:
+        _print_json([asdict(a) for a in attempts])
+        return 0
+    print(ticket_logs.render_attempts(args.id, attempts, str(settings.logs_dir)), flush=True)
+    if args.follow:
+        print(f"==> following {args.id}'s live output (Ctrl-C to stop) <==", flush=True)
+        status = await ticket_logs.follow(client, args.id, lambda line: print(line, flush=True))
+        print(f"==> {args.id} is {status.state.value} <==")
     return 0
 
 
