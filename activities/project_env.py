@@ -112,10 +112,6 @@ class EnvPlan:
     steps: list[Step] = field(default_factory=list)
     copy_from: Path | None = None  # the project directory copied to <env>/src for setup_command
 
-    @property
-    def bin_dir(self) -> Path:
-        return self.path / "bin"
-
 
 @dataclass(frozen=True)
 class ProjectEnv:
@@ -125,10 +121,6 @@ class ProjectEnv:
     name: str = ""
     description: str = "no project environment: the runner comes from the worker's PATH"
     built: bool = False
-
-    @property
-    def bin_dir(self) -> Path | None:
-        return self.path / "bin" if self.path is not None else None
 
 
 # ------------------------------------------------------------------------------------ repositories
@@ -261,7 +253,7 @@ def python_dependencies(project: Path) -> PythonDeps:
         sources.append("setup.cfg [options]")
     elif meta is None and (project / "setup.py").is_file():
         needs_build = True
-        extras = [name for name in TEST_EXTRAS if f'"{name}"' in stack._read(project / "setup.py")]
+        extras = [name for name in TEST_EXTRAS if f'"{name}"' in stack.read_small(project / "setup.py")]
         sources.append("setup.py (built to read its dependencies)")
     files = [name for name in _REQUIREMENT_FILES if (project / name).is_file()]
     if files:
@@ -281,8 +273,8 @@ def _joined_requirements(items: list[str]) -> list[str]:
 
 
 def _names_pytest(deps: PythonDeps, project: Path) -> bool:
-    texts = [*deps.requirements, *(stack._read(project / f) for f in deps.requirement_files)]
-    return any(stack._PYTEST_WORD.search(text) for text in texts)
+    texts = [*deps.requirements, *(stack.read_small(project / f) for f in deps.requirement_files)]
+    return any(stack.PYTEST_WORD.search(text) for text in texts)
 
 
 def plan_env(
@@ -392,14 +384,15 @@ def tool_env(settings: Settings, repo_key: str, env: Path | None) -> dict[str, s
         "GOCACHE": str(cache / "go-build"),
         "GOMODCACHE": str(cache / "go-mod"),
         "GOFLAGS": "-modcacherw",
+        # tox and hatch write their environments' state on every run: the repository's cache, not the
+        # worktree (the agent's commits) nor the read-only project environment.
+        "TOX_WORK_DIR": str(cache / "tox"),
+        "HATCH_DATA_DIR": str(cache / "hatch"),
     }
     if env is not None:
         values |= {
             "VIRTUAL_ENV": str(env),
             "UV_PROJECT_ENVIRONMENT": str(env),
-            "TOX_WORK_DIR": str(env / "tox"),
-            "HATCH_DATA_DIR": str(env / "hatch"),
-            "HATCH_ENV_TYPE_VIRTUAL_PATH": str(env / "hatch-env"),
         }
     return values
 
@@ -532,7 +525,7 @@ def outermost(paths: Iterable[Path]) -> list[Path]:
 
 
 def _venv_base(cfg: Path) -> list[Path]:
-    for line in stack._read(cfg).splitlines():
+    for line in stack.read_small(cfg).splitlines():
         key, _, value = line.partition("=")
         if key.strip() == "home" and value.strip():
             home = Path(value.strip())
@@ -688,14 +681,3 @@ def test_environment(
             values["NODE_PATH"] = str(node_modules)
             values["PATH"] = os.pathsep.join([str(node_modules / ".bin"), values["PATH"]])
     return values
-
-
-def environment_of(path: Path | None) -> dict[str, Any]:
-    """The marker of a built environment (what it was made of), or {}."""
-    if path is None:
-        return {}
-    try:
-        data = json.loads((path / MARKER).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

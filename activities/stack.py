@@ -43,7 +43,7 @@ _BARE_TEST = re.compile(r"^(async\s+)?def\s+test\w*\s*\(", re.MULTILINE)
 _PYTEST_USE = re.compile(r"^\s*(import\s+pytest|from\s+pytest\s+import)|@pytest\.", re.MULTILINE)
 _PLAIN_TEST_CLASS = re.compile(r"^class\s+Test\w*\s*(\(\s*(object)?\s*\))?\s*:", re.MULTILINE)
 _UNITTEST_CLASS = re.compile(r"^class\s+\w+\s*\([^)]*TestCase[^)]*\)\s*:", re.MULTILINE)
-_PYTEST_WORD = re.compile(r"(?<![\w-])pytest(?![\w-])")
+PYTEST_WORD = re.compile(r"(?<![\w-])pytest(?![\w-])")
 _NOX_SESSION = re.compile(r"@nox\.session[^\n]*\n\s*def\s+(tests?)\s*\(", re.MULTILINE)
 # Leading `cd DIR &&` that decide_test_command puts before a command found in a package directory.
 _CD_PREFIX = re.compile(r"^cd\s+(\S+)\s*&&\s*")
@@ -77,7 +77,7 @@ class TestCommand:
         return command_directory(self.command or "")
 
 
-def _read(path: Path, limit: int = 256 * 1024) -> str:
+def read_small(path: Path, limit: int = 256 * 1024) -> str:
     """Read a small text file; missing or unreadable files read as empty."""
     try:
         with path.open(encoding="utf-8", errors="replace") as fh:
@@ -88,7 +88,7 @@ def _read(path: Path, limit: int = 256 * 1024) -> str:
 
 def read_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(_read(path))
+        return tomllib.loads(read_small(path))
     except (tomllib.TOMLDecodeError, ValueError):
         return {}
 
@@ -96,7 +96,7 @@ def read_toml(path: Path) -> dict[str, Any]:
 def read_ini(path: Path) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read_string(_read(path))
+        parser.read_string(read_small(path))
     except configparser.Error:
         return configparser.ConfigParser(interpolation=None)
     return parser
@@ -150,7 +150,7 @@ def scan_python_tests(root: Path) -> PythonTests:
         if not _TEST_FILE.match(path.name) or read >= MAX_TEST_FILES_READ:
             continue
         read += 1
-        text = _read(path, 64 * 1024)
+        text = read_small(path, 64 * 1024)
         if (
             _BARE_TEST.search(text)
             or _PYTEST_USE.search(text)
@@ -179,7 +179,7 @@ def pytest_mentions(root: Path) -> list[str]:
     for path in dict.fromkeys(candidates):
         if path.name == "pytest.ini" and path.is_file():
             named.append(path.name)
-        elif _PYTEST_WORD.search(_read(path)):
+        elif PYTEST_WORD.search(read_small(path)):
             named.append(path.relative_to(root).as_posix())
     return named
 
@@ -196,8 +196,12 @@ def _table(data: Any, *keys: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _runner_tool(root: Path) -> tuple[str, str] | None:
-    """A test entry point the project configures for its own tool: hatch scripts, a nox session, tox."""
+def configured_tool(root: Path) -> str | None:
+    """A test entry point the project configures for its own tool (hatch scripts, a nox session, tox),
+    named in the reason. These tools build and install the package into environments of their own on
+    every run, from the network, and then test that installed copy: offline and on the worktree's code
+    they cannot run, so the suite runs on its own runner in the project environment instead (a
+    configured `test_command` with checks_network = true can still run the tool)."""
     pyproject = read_toml(root / "pyproject.toml")
     hatch_envs = _table(pyproject, "tool", "hatch", "envs") or _table(read_toml(root / "hatch.toml"), "envs")
     for env_name in ("default", "test", "tests"):
@@ -205,25 +209,28 @@ def _runner_tool(root: Path) -> tuple[str, str] | None:
         for script in ("test", "tests"):
             if script in scripts:
                 target = script if env_name == "default" else f"{env_name}:{script}"
-                return f"hatch run {target}", f"hatch: script `{target}` in the project's hatch envs"
-    noxfile = _read(root / "noxfile.py")
-    session = _NOX_SESSION.search(noxfile)
+                return f"hatch script `{target}`"
+    session = _NOX_SESSION.search(read_small(root / "noxfile.py"))
     if session:
-        return f"nox -s {session.group(1)}", f"nox: session `{session.group(1)}` in noxfile.py"
+        return f"nox session `{session.group(1)}`"
     tox_ini = read_ini(root / "tox.ini")
-    if tox_ini.has_section("tox") or tox_ini.has_section("testenv") or _table(pyproject, "tool", "tox"):
-        where = "tox.ini" if (root / "tox.ini").is_file() else "pyproject.toml [tool.tox]"
-        return "tox -e py", f"tox: configured in {where} (run for this interpreter: -e py)"
-    if read_ini(root / "setup.cfg").has_section("tox:tox"):
-        return "tox -e py", "tox: configured in setup.cfg [tox:tox] (run for this interpreter: -e py)"
+    if tox_ini.has_section("tox") or tox_ini.has_section("testenv"):
+        return "tox (tox.ini)"
+    if _table(pyproject, "tool", "tox") or read_ini(root / "setup.cfg").has_section("tox:tox"):
+        return "tox"
     return None
 
 
 def python_test_command(root: Path) -> tuple[str | None, str]:
-    """pytest for pytest-style suites, unittest only for unittest-only ones, a configured runner tool."""
-    tool = _runner_tool(root)
-    if tool is not None:
-        return tool
+    """pytest for pytest-style suites, unittest only for unittest-only ones."""
+    command, reason = _python_runner(root)
+    tool = configured_tool(root)
+    if command is not None and tool is not None:
+        reason += f"; the project also configures {tool}, which needs the network on every run"
+    return command, reason
+
+
+def _python_runner(root: Path) -> tuple[str | None, str]:
     tests = scan_python_tests(root)
     mentions = pytest_mentions(root)
     if tests.pytest_files:
@@ -246,7 +253,7 @@ def python_test_command(root: Path) -> tuple[str | None, str]:
 
 def node_test_command(root: Path) -> tuple[str | None, str]:
     try:
-        scripts = json.loads(_read(root / "package.json")).get("scripts") or {}
+        scripts = json.loads(read_small(root / "package.json")).get("scripts") or {}
     except (ValueError, AttributeError):
         return None, "node: package.json is not valid JSON"
     test = scripts.get("test") if isinstance(scripts, dict) else None
@@ -263,7 +270,7 @@ def node_test_command(root: Path) -> tuple[str | None, str]:
 
 def make_test_command(root: Path) -> tuple[str | None, str]:
     for name in ("Makefile", "makefile", "GNUmakefile"):
-        text = _read(root / name)
+        text = read_small(root / name)
         for target in ("test", "check"):
             if re.search(_MAKE_TARGET.format(target), text, re.MULTILINE):
                 return f"make {target}", f"make {target}: {name} has a `{target}` target"
@@ -389,7 +396,7 @@ def readme_head(root: Path, lines: int = README_LINES) -> tuple[str, list[str]] 
     candidates = sorted(p for p in root.glob("*") if p.name.lower().startswith("readme") and p.is_file())
     if not candidates:
         return None
-    text = _read(candidates[0], limit=16 * 1024)
+    text = read_small(candidates[0], limit=16 * 1024)
     return candidates[0].name, [line[:200] for line in text.splitlines()[:lines]]
 
 

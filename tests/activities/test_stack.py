@@ -63,16 +63,17 @@ UNITTEST_STYLE = (
         ({"package.json": '{"scripts": {"test": "jest"}}'}, ["node"], "npm test --silent"),
         ({"package.json": '{"scripts": {"test": "vitest"}}', "pnpm-lock.yaml": ""}, ["node"], "pnpm test"),
         ({"package.json": '{"scripts": {"test": "mocha"}}', "yarn.lock": ""}, ["node"], "yarn test"),
-        ({"tox.ini": "[tox]\nenv_list = py\n", "test_a.py": PYTEST_STYLE}, ["python"], "tox -e py"),
+        # tox, nox and hatch rebuild the package from the network on every run: the suite's own runner.
+        ({"tox.ini": "[tox]\nenv_list = py\n", "test_a.py": PYTEST_STYLE}, ["python"], "python -m pytest -q"),
         (
             {"noxfile.py": "import nox\n\n@nox.session\ndef tests(session):\n    pass\n", "a.py": ""},
             ["python"],
-            "nox -s tests",
+            None,
         ),
         (
             {"pyproject.toml": "[tool.hatch.envs.default.scripts]\ntest = 'pytest'\n"},
             ["python"],
-            "hatch run test",
+            "python -m pytest -q",
         ),
         ({"Makefile": "check:\n\t./run\n"}, [], "make check"),
         (
@@ -108,6 +109,15 @@ def test_detection_says_why(tmp_path: Path) -> None:
     assert info.reason == "pytest: pytest-style tests (bare test functions) in tests/test_a.py"
     write_files(tmp_path, {"tests/test_a.py": UNITTEST_STYLE})
     assert detect(tmp_path).reason == "pytest: tests/conftest.py"
+
+
+def test_a_configured_tool_is_named_in_the_reason(tmp_path: Path) -> None:
+    write_files(tmp_path, {"tox.ini": "[testenv]\ncommands = pytest\n", "tests/test_a.py": PYTEST_STYLE})
+    info = detect(tmp_path)
+    assert info.test_command == "python -m pytest -q"
+    assert info.reason.endswith(
+        "; the project also configures tox (tox.ini), which needs the network on every run"
+    )
 
 
 def test_tests_in_environments_and_dependencies_do_not_count(tmp_path: Path) -> None:
