@@ -394,13 +394,13 @@ fsmonitor = "[core]\\n\\tfsmonitor = " + command + "; false\\n"
 attempt("config.worktree", append(entry / "config.worktree", fsmonitor))
 """,
     "gitdir-hooks": """
-attempt("post-commit", hook(entry / "hooks" / "post-commit"))
-attempt("reference-transaction", hook(entry / "hooks" / "reference-transaction"))
+attempt("gitdir post-commit", hook(entry / "hooks" / "post-commit"))
+attempt("gitdir reference-transaction", hook(entry / "hooks" / "reference-transaction"))
 print("::ticketflow step::documented", flush=True)
 """,
     "mirror-hooks": """
-attempt("post-commit", hook(mirror / "hooks" / "post-commit"))
-attempt("reference-transaction", hook(mirror / "hooks" / "reference-transaction"))
+attempt("mirror post-commit", hook(mirror / "hooks" / "post-commit"))
+attempt("mirror reference-transaction", hook(mirror / "hooks" / "reference-transaction"))
 """,
     "dot-git": """
 hostile = pathlib.Path(os.environ["HOME"]) / "hostile.git"
@@ -500,6 +500,7 @@ async def test_the_default_sandbox_refuses_the_writes_or_the_guard_catches_them(
         client, ticket.id, lambda s: s.state in (TicketState.DONE, TicketState.BLOCKED), timeout=120
     )
     report = attack_report(worker, ticket.id)
+    assert len(report) == 7, report  # every attack was tried
     if status.state is TicketState.DONE:
         assert all(value.startswith("refused") for value in report.values()), report
     else:
