@@ -31,6 +31,21 @@ def render_details(status: TicketStatus) -> str:
         lines.append(f"**Waiting for:** {', '.join(status.waiting_on)}")
     if status.models_used:
         lines.append(f"**Models:** {', '.join(status.models_used)}")
+    checks = status.last_checks
+    command = checks.command if checks else status.test_command
+    source = checks.command_source if checks else status.test_command_source
+    if command:
+        lines.append(f"**Tests:** `{command}`" + (f" ({source})" if source else ""))
+    if checks is not None:
+        counts = ", ".join(
+            f"{n} {label}"
+            for n, label in ((checks.passed_count, "passed"), (checks.failed_count, "failed"))
+            if n is not None
+        )
+        first = f"; first failing: `{checks.first_failure}`" if checks.first_failure else ""
+        lines.append(
+            f"**Last test run:** {checks.verdict.value}" + (f" ({counts})" if counts else "") + first
+        )
     if status.state is TicketState.BLOCKED:
         lines.append(f"**Blocked:** {status.blocked_reason}")
         lines.append(f"**To unblock:** `{status.unblock_command}`")

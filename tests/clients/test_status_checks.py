@@ -12,6 +12,7 @@ from activities.settings import RepoConfig, Settings
 from clients import tickets
 from clients.cli import checks_lines
 from workflows.contracts import CheckOutcome, CheckReport, Ticket, TicketStatus
+from workflows.visibility import render_details
 
 
 @pytest.fixture(autouse=True)
@@ -122,3 +123,20 @@ def test_submit_refuses_a_test_command_the_sandbox_cannot_show(
     with pytest.raises(tickets.TicketOperationError) as err:
         asyncio.run(tickets.validate_repo(ticket, settings))
     assert "test_command:" in str(err.value) and error in str(err.value)
+
+
+def test_web_ui_details_show_the_command_and_the_last_run() -> None:
+    report = CheckReport(
+        passed=False,
+        command="cargo test",
+        passed_count=3,
+        failed_count=1,
+        outcome=CheckOutcome.FAILED,
+        command_source="detected",
+        first_failure="tests::adds",
+    )
+    details = render_details(status(last_checks=report))
+    assert "**Tests:** `cargo test` (detected)" in details
+    assert "**Last test run:** failed (3 passed, 1 failed); first failing: `tests::adds`" in details
+    before = render_details(status(test_command="npm test --silent", test_command_source="configured"))
+    assert "**Tests:** `npm test --silent` (configured)" in before and "Last test run" not in before
