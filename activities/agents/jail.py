@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -222,7 +221,7 @@ def remove_cgroup(path: Path, grace: float = 3.0, reap: bool = False) -> bool:
 
 
 def _name() -> str:
-    return f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
+    return f"{PREFIX}{os.getpid()}-{os.urandom(3).hex()}"
 
 
 def probe_netns() -> str | None:

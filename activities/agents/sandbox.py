@@ -83,7 +83,8 @@ class Containment:
     """What this host can enforce for a plan."""
 
     network: Literal["none", "netns", "pasta"]  # none: --unshare-net (own loopback only)
-    cgroup: bool
+    cgroup_pids: bool  # pids.max set by the launcher
+    cgroup_memory: bool  # memory limit set by the launcher (else RLIMIT_DATA)
     nproc_rlimit: bool
     tmp_size: bool
 
@@ -184,19 +185,23 @@ def containment(plan: SandboxPlan) -> Containment:
             network = "netns" if os.geteuid() == 0 else "pasta"
         else:
             _degrade(plan, "network", problem)
-    cgroup = nproc = False
+    pids = memory = nproc = False
     if plan.max_processes > 0 or plan.memory_mb > 0:
         problem = cgroup_problem(plan.memory_mb > 0)
-        cgroup = problem is None
-        nproc = not cgroup and plan.max_processes > 0 and os.geteuid() != 0
-        if problem is not None and plan.max_processes > 0 and not nproc:
-            _degrade(plan, "cgroup", problem)
+        if problem is None:
+            pids, memory = plan.max_processes > 0, plan.memory_mb > 0
+        elif plan.memory_mb > 0 and plan.max_processes > 0 and cgroup_problem(False) is None:
+            pids = True  # no memory controller here: memory_mb falls back to RLIMIT_DATA
+        nproc = not pids and plan.max_processes > 0 and os.geteuid() != 0
+        if plan.max_processes > 0 and not pids and not nproc:
+            _degrade(plan, "cgroup", problem or "no pids cgroup")
     tmp_problem = tmp_size_problem() if plan.tmp_size_mb > 0 else None
     if tmp_problem is not None:
         _degrade(plan, "tmp_size", tmp_problem)
     return Containment(
         network=network,
-        cgroup=cgroup,
+        cgroup_pids=pids,
+        cgroup_memory=memory,
         nproc_rlimit=nproc,
         tmp_size=plan.tmp_size_mb > 0 and tmp_problem is None,
     )
@@ -214,13 +219,13 @@ def wrap(argv: Sequence[str], plan: SandboxPlan) -> list[str]:
         _degrade(plan, "bwrap", problem)
         return [*_die_with_worker_prefix(), *_rlimit_prefix(plan, data=True, nproc=False), *argv]
     held = containment(plan)
-    inner = [*_rlimit_prefix(plan, data=not held.cgroup, nproc=held.nproc_rlimit), *argv]
+    inner = [*_rlimit_prefix(plan, data=not held.cgroup_memory, nproc=held.nproc_rlimit), *argv]
     box = bwrap_args(with_program_files(argv, plan), held)
     return [*launcher_prefix(plan, held), *box, "--", *inner]
 
 
 def launcher_prefix(plan: SandboxPlan, held: Containment) -> list[str]:
-    """`python -I jail.py <options> --` when there is a namespace or cgroup to set up; else nothing.
+    """`python -I -S jail.py <options> --` when there is a namespace or cgroup to set up; else nothing.
     By file path and isolated (-I): no module in the worktree or variable in the environment can stand in
     for it, although it runs outside the sandbox."""
     options: list[str] = []
@@ -229,11 +234,11 @@ def launcher_prefix(plan: SandboxPlan, held: Containment) -> list[str]:
         options += ["--netns", ports]
     elif held.network == "pasta":
         options += ["--pasta", ports]
-    if held.cgroup and plan.max_processes > 0:
+    if held.cgroup_pids:
         options += ["--pids", str(plan.max_processes)]
-    if held.cgroup and plan.memory_mb > 0:
+    if held.cgroup_memory:
         options += ["--memory-mb", str(plan.memory_mb)]
-    return [sys.executable, "-I", str(JAIL), *options, "--"] if options else []
+    return [sys.executable, "-I", "-S", str(JAIL), *options, "--"] if options else []
 
 
 def with_program_files(argv: Sequence[str], plan: SandboxPlan) -> SandboxPlan:
@@ -242,13 +247,27 @@ def with_program_files(argv: Sequence[str], plan: SandboxPlan) -> SandboxPlan:
     named = [Path(arg) for arg in argv if arg.startswith("/") and Path(arg).is_file()]
     if argv and not argv[0].startswith("/") and (found := shutil.which(argv[0])):
         named.append(Path(found))
-    # Files under a directory that is already mounted need (and, through symlinks, tolerate) no mount.
-    extra = [p for p in named if not any(p.is_relative_to(r) for r in (*plan.readable, *plan.writable))]
+    hidden = (*plan.hidden, Path("/tmp"), *RUN_DIRS)
+    mounted = (*plan.readable, *plan.writable)
+    extra: list[Path] = []
+    # Only what the sandbox would hide needs a bind: a file the read-only root shows already must not get
+    # one (bwrap cannot create a bind target on the read-only root, e.g. over a symlink). A symlink
+    # pointing into a hidden directory gets its target bound, so it resolves inside too.
+    for path in named:
+        for candidate in dict.fromkeys((path, path.resolve())):
+            if (
+                any(candidate.is_relative_to(h) for h in hidden)
+                and not any(candidate.is_relative_to(m) for m in mounted)
+                and candidate not in extra
+            ):
+                extra.append(candidate)
     return dataclasses.replace(plan, readable=(*plan.readable, *extra))
 
 
 def bwrap_args(plan: SandboxPlan, held: Containment | None = None) -> list[str]:
-    held = held or Containment(network="none", cgroup=False, nproc_rlimit=False, tmp_size=False)
+    held = held or Containment(
+        network="none", cgroup_pids=False, cgroup_memory=False, nproc_rlimit=False, tmp_size=False
+    )
     binary = shutil.which("bwrap") or "bwrap"
     args = [binary, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     args += ["--unshare-cgroup-try", "--cap-drop", "ALL"]

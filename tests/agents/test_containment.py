@@ -275,6 +275,7 @@ async def test_fork_flood_stops_at_max_processes_and_tmp_at_its_cap(
     defaults = AgentConfig(command=["x"])
     cap = defaults.tmp_size_mb * 1024 * 1024
     worker.agents["hostile"] = hostile(tmp_path, {"fork": 2000, "fill_tmp": 2 * cap})
+    before = set(leftovers())
     report = await probe(client, worker, "hostile-flood")
 
     forked = report["forked"]
@@ -287,7 +288,7 @@ async def test_fork_flood_stops_at_max_processes_and_tmp_at_its_cap(
     assert isinstance(written, int) and cap - 8 * 1024 * 1024 <= written <= cap, written
     # The host is fine, and nothing of the sandbox is left behind.
     assert subprocess.run(["true"], check=False).returncode == 0
-    assert leftovers() == []
+    assert set(leftovers()) <= before
 
 
 async def test_only_the_allowed_loopback_port_is_reachable(
@@ -354,17 +355,15 @@ async def test_sweep_removes_what_a_sigkilled_launcher_left(tmp_path: Path) -> N
         while len(_owned(launcher.pid)) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(_owned(launcher.pid)) == 3, "a namespace and two cgroups (pids, memory)"
-        os.killpg(launcher.pid, signal.SIGKILL)
-        launcher.wait()
-        time.sleep(0.2)
-        assert len(_owned(launcher.pid)) == 3, "SIGKILL leaves them behind"
     finally:
+        # No finally of the launcher runs: what it made stays (unless another worker's sweep takes it).
         with contextlib.suppress(ProcessLookupError):
             os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
     removed = sandbox.sweep_leftovers()
-    assert _owned(launcher.pid) == []
-    assert sum(f"{jail.PREFIX}{launcher.pid}-" in path for path in removed) == 3
-    pasta = subprocess.run(
-        ["pgrep", "-f", "--", f"--netns {jail.PREFIX}{launcher.pid}-"], capture_output=True
-    )
-    assert pasta.returncode == 1, "pasta quit with its namespace"
+    assert _owned(launcher.pid) == [], removed
+    pattern = f"--netns {jail.PREFIX}{launcher.pid}-"
+    deadline = time.monotonic() + 5
+    while subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "pasta quits with its namespace"
+        time.sleep(0.05)

@@ -9,9 +9,11 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -250,6 +252,7 @@ async def test_as_root_the_launcher_sets_up_netns_pasta_and_cgroup(
     assert launcher == [
         sys.executable,
         "-I",
+        "-S",
         str(sandbox.JAIL),
         "--netns",
         "11434",
@@ -308,9 +311,27 @@ async def test_without_a_cgroup_root_degrades_and_others_fall_back_to_rlimits(
     degraded.clear()
     host["euid"] = "1000"
     launcher, _, inner = split(sandbox.wrap(["agent"], plan_of(tmp_path, "required")))
-    assert launcher[3:] == ["--pasta", "11434", "--"], "not root: pasta's own namespaces"
+    assert launcher[4:] == ["--pasta", "11434", "--"], "not root: pasta's own namespaces"
     assert "--nproc=100" in inner and f"--data={2048 * sandbox.MB}" in inner
     assert degraded == []
+
+
+async def test_without_a_memory_controller_pids_stay_in_the_cgroup(
+    host: dict[str, str | None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, degraded: list[str]
+) -> None:
+    monkeypatch.setattr(sandbox, "cgroup_problem", lambda memory: "no memory hierarchy" if memory else None)
+    launcher, _, inner = split(sandbox.wrap(["agent"], plan_of(tmp_path, "required")))
+    assert launcher[4:] == ["--netns", "11434", "--pids", "100", "--"], "no --memory-mb"
+    assert f"--data={2048 * sandbox.MB}" in inner
+    assert degraded == []
+
+
+async def test_test_runs_get_the_same_sandbox_and_limits(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    plan = sandbox.checks_plan(settings, tmp_path)
+    assert plan.mode == "auto" and not plan.network and plan.loopback_ports == ()
+    assert plan.max_processes == 512 and plan.tmp_size_mb == 512
+    assert settings.state_dir.resolve() in plan.hidden and tmp_path.resolve() in plan.writable
 
 
 async def test_an_old_bwrap_without_size_leaves_tmp_uncapped_loudly(
@@ -354,3 +375,26 @@ async def test_git_metadata_is_read_only_and_the_host_secrets_hidden(tmp_path: P
 def _mount(box: list[str], path: Path) -> list[str]:
     at = len(box) - 1 - box[::-1].index(str(path))
     return box[at - 2 : at + 1] if box[at - 1] == str(path) else box[at - 1 : at + 1]
+
+
+@needs_bwrap
+async def test_symlinked_programs_run_wherever_link_and_target_live(tmp_path: Path) -> None:
+    """A link on the visible root to a hidden target (the target is bound), and a link in a hidden
+    directory to a visible program (the link is bound): both run by the name they were given."""
+    script = tmp_path / "agent.sh"  # /tmp is replaced inside: hidden
+    script.write_text("#!/bin/sh\necho ran $0\n")
+    script.chmod(0o755)
+    visible = Path(tempfile.mkdtemp(dir="/var/tmp"))
+    try:
+        (visible / "agent").symlink_to(script)
+        (tmp_path / "true-link").symlink_to(shutil.which("true") or "/bin/true")
+        plan = sandbox.agent_plan(
+            Settings(state_dir=tmp_path / "state"), "required", False, tmp_path / "wt", [], (0, 0, 0)
+        )
+        for program in (str(visible / "agent"), str(tmp_path / "true-link")):
+            done = subprocess.run(sandbox.wrap([program], plan), capture_output=True, text=True, timeout=20)
+            assert done.returncode == 0, (program, done.stderr)
+        done = subprocess.run(sandbox.wrap([str(visible / "agent")], plan), capture_output=True, text=True)
+        assert done.stdout.strip() == f"ran {visible / 'agent'}"
+    finally:
+        shutil.rmtree(visible)
