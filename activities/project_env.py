@@ -39,7 +39,7 @@ from typing import Any
 
 from activities import stack
 from activities.agents import sandbox
-from activities.proc import run_process
+from activities.proc import ProcessResult, run_process
 from activities.settings import RepoConfig, Settings
 from activities.workspace import file_lock
 
@@ -573,33 +573,37 @@ async def _build(
 ) -> None:
     await asyncio.to_thread(shutil.rmtree, plan.path, True)  # a half-built one from a killed attempt
     await asyncio.to_thread(plan.path.mkdir, parents=True)
-    cache = cache_dir(settings, repo_key)
-    shared = envs_dir(settings) / ".cache"
-    for directory in (cache, shared):
+    # Builds get a scratch TMPDIR of their own: the sandbox's /tmp is small, wheels can be big.
+    scratch = envs_dir(settings) / ".tmp" / plan.name
+    writable = (cache_dir(settings, repo_key), envs_dir(settings) / ".cache", scratch)
+    for directory in writable:
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     if plan.copy_from is not None:
         await asyncio.to_thread(
             shutil.copytree, plan.copy_from, plan.path / "src", symlinks=True, ignore=_COPY_IGNORE
         )
-    env = setup_environment(base_env, settings, repo_key, plan.path)
+    env = setup_environment(base_env, settings, repo_key, plan.path) | {"TMPDIR": str(scratch)}
     log_path = envs_dir(settings) / f"{plan.name}.log"
     started = time.monotonic()
-    with log_path.open("w", encoding="utf-8") as log:
-        for step in plan.steps:
-            log.write(f"$ {shlex.join(step.argv)}   (in {step.cwd})\n")
-            log.flush()
-            remaining = SETUP_TIMEOUT - (time.monotonic() - started)
-            result = await _run_step(
-                settings, worktree, plan, step, env, cache, shared, remaining, log, on_line
-            )
-            if not result.ok:
-                output = "\n".join(result.tail[-STEP_TAIL_LINES:])
-                how = "timed out" if result.timed_out else f"exited {result.exit_code}"
-                raise EnvError(
-                    f"preparing the test environment failed: {step.describe} {how}",
-                    setup_hint(step, plan, log_path, result.exit_code),
-                    output,
+    try:
+        with log_path.open("w", encoding="utf-8") as log:
+            for step in plan.steps:
+                log.write(f"$ {shlex.join(step.argv)}   (in {step.cwd})\n")
+                log.flush()
+                remaining = SETUP_TIMEOUT - (time.monotonic() - started)
+                result = await _run_step(
+                    settings, worktree, plan, step, env, writable, remaining, log, on_line
                 )
+                if not result.ok:
+                    output = "\n".join(result.tail[-STEP_TAIL_LINES:])
+                    how = "timed out" if result.timed_out else f"exited {result.exit_code}"
+                    raise EnvError(
+                        f"preparing the test environment failed: {step.describe} {how}",
+                        setup_hint(step, plan, log_path, result.exit_code),
+                        output,
+                    )
+    finally:
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
     info = {
         "name": plan.name,
         "description": plan.description,
@@ -615,12 +619,11 @@ async def _run_step(
     plan: EnvPlan,
     step: Step,
     env: dict[str, str],
-    cache: Path,
-    shared: Path,
+    writable: tuple[Path, ...],
     timeout: float,
     log: Any,
     on_line: Callable[[str], None] | None,
-) -> Any:
+) -> ProcessResult:
     def line(text: str) -> None:
         log.write(text + "\n")
         if on_line is not None:
@@ -632,7 +635,7 @@ async def _run_step(
     setup_plan = dataclasses.replace(
         base,
         network=True,
-        writable=(*base.writable, plan.path, cache, shared),
+        writable=(*base.writable, plan.path, *writable),
         readable=(*base.readable, *mounts),
     )
     argv = sandbox.wrap(step.argv, setup_plan)
