@@ -152,10 +152,6 @@ class Location:
     common_dir: Path | None = None
     mirror: Path | None = None  # set when the repository is a ticketflow mirror or one of its worktrees
 
-    @property
-    def managed(self) -> bool:
-        return self.mirror is not None
-
 
 _worktree_cache: dict[Path, Path] = {}  # worktree -> its entry in a mirror, verified on every use
 
@@ -177,10 +173,10 @@ def _mirrors_for(worktree: Path) -> list[Path] | None:
     """The mirrors that may own a worktree in ticketflow's layout; None when the path is outside it."""
     parent = worktree.parent
     if parent.name == WORKTREES and (parent.parent / MIRRORS).is_dir():
-        return sorted(p for p in (parent.parent / MIRRORS).iterdir() if p.is_dir() and _is_bare(p))
+        return sorted(p for p in (parent.parent / MIRRORS).iterdir() if p.is_dir() and _is_mirror(p))
     if parent.parent.name == POOL and (parent.parent.parent / MIRRORS).is_dir():
         mirror = parent.parent.parent / MIRRORS / parent.name
-        return [mirror] if _is_bare(mirror) else []
+        return [mirror] if _is_mirror(mirror) else []
     return None
 
 
@@ -222,23 +218,25 @@ def _unmanaged(path: Path) -> Location:
     dot_git = path / ".git"
     if dot_git.is_dir() and not dot_git.is_symlink():
         return Location(git_dir=dot_git, work_tree=path, common_dir=dot_git)
-    if dot_git.is_file():
+    if dot_git.exists():
         # A linked worktree of someone else's repository: follow its .git file, but only to an entry
         # that points back at it, and pin the common directory that entry names.
-        text = dot_git.read_text().strip()
-        if not text.startswith("gitdir:"):
+        entry = _gitfile_target(path)
+        if entry is None:
             raise GitLocateError(f"{dot_git} is not a gitdir file")
-        entry = Path(os.path.abspath(path / text.removeprefix("gitdir:").strip()))
         if not _points_at(entry, dot_git):
             raise GitLocateError(f"{dot_git} names {entry}, which does not point back at it")
-        common_file = entry / "commondir"
-        common = entry
-        if common_file.is_file():
-            common = Path(os.path.abspath(entry / common_file.read_text().strip()))
-        return Location(git_dir=entry, work_tree=path, common_dir=common)
+        return Location(git_dir=entry, work_tree=path, common_dir=_commondir_target(entry) or entry)
     if _is_bare(path):
         return Location(git_dir=path, common_dir=path)
     raise GitLocateError(f"{path} is not a git repository")
+
+
+def _is_mirror(path: Path) -> bool:
+    """A bare repository in <state>/mirrors next to the lock file WorkspaceActivities takes for it (a
+    clone in progress, <name>.partial, shares its mirror's lock)."""
+    lock = path.parent / f"{path.name.removesuffix('.partial')}.lock"
+    return path.parent.name == MIRRORS and lock.is_file() and _is_bare(path)
 
 
 def locate(cwd: Path | None) -> Location:
@@ -246,7 +244,7 @@ def locate(cwd: Path | None) -> Location:
     if cwd is None:
         return Location(git_dir=None)
     path = cwd.resolve()
-    if path.parent.name == MIRRORS and _is_bare(path):
+    if _is_mirror(path):
         return Location(git_dir=path, common_dir=path, mirror=path)
     mirrors = _mirrors_for(path)
     if mirrors is None:

@@ -261,6 +261,13 @@ async def test_commands_without_a_repository_discover_none(
         await git(None, "rev-parse", "--git-dir")
 
 
+async def test_a_bare_repository_that_is_no_mirror_keeps_its_own_config(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path / "srv" / "mirrors")  # named like ticketflow's folder, no mirror lock
+    setup_git(remote, "config", "receive.denyNonFastForwards", "true")
+    assert git_guard.locate(remote).mirror is None
+    assert (await git(remote, "config", "receive.denyNonFastForwards")).strip() == "true"
+
+
 async def test_an_unmanaged_linked_worktree_is_pinned_through_a_checked_gitfile(tmp_path: Path) -> None:
     repo = clone(make_remote(tmp_path / "remote"), tmp_path / "clone")
     worktree = tmp_path / "wt"
