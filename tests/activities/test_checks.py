@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import project_env
-from activities.checks import NO_COMMAND, CheckActivities, environment_problem, judge
+from activities.checks import NO_COMMAND, CheckActivities, environment_problem, judge, run_for_agent
 from activities.heartbeat import with_heartbeats
 from activities.proc import ProcessResult
 from activities.settings import RepoConfig, Settings
@@ -304,3 +304,17 @@ async def test_with_heartbeats_beats_while_waiting() -> None:
 
     assert await env.run(slow) == "done"
     assert len(beats) >= 3 and beats[0] == ("waiting",)
+
+
+async def test_an_agents_own_test_run_gets_the_same_verdict(
+    local_settings: Settings, workspace: Workspace
+) -> None:
+    root = Path(workspace.path)
+    (root / "tests" / "test_broken.py").write_text(FAILING_TEST)
+    lines: list[str] = []
+    text = await run_for_agent(local_settings, root, workspace, None, 60, lines.append, 4000)
+    assert text.startswith("python -m unittest discover -v: FAILED (exit 1 (1 failed))")
+    assert "first failing test: tests.test_broken.Broken.test_broken" in text
+    assert len(text) <= 4000 and lines, "the output streams to the agent's log"
+    missing = await run_for_agent(local_settings, root, workspace, "no-such-runner", 60, lines.append, 4000)
+    assert missing.startswith("no-such-runner: ENV_ERROR (the test runner was not found (exit 127)")
