@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from activities import stack
 from activities.agents.base import AgentRun
 from activities.agents.streaming import human_seconds
 from activities.proc import ProcessResult, paused, run_process
@@ -61,7 +62,7 @@ def task_document(run: AgentRun) -> dict[str, Any]:
         "session_id": run.checkpoint.session_id,
         "completed_steps": run.checkpoint.step,
         "context": req.workspace.context_summary,
-        "test_command": req.workspace.test_command,
+        "test_command": stack.agent_test_command(req.ticket, req.workspace),
         "classification": req.classification.model_dump(mode="json"),
     }
 
