@@ -3,8 +3,10 @@
 Run as the prefix of a sandboxed argv (`sandbox.wrap` builds it), standard library only and by its file
 path with `python -I`, so nothing in the agent's worktree or environment can shadow it:
 
-    python -I jail.py [--netns PORTS] [--pasta PORTS] [--pids N] [--memory-mb N] -- bwrap ... -- agent
+    python -I -S jail.py [--parent PID] [--netns PORTS | --pasta PORTS] [--pids N] [--memory-mb N] -- argv
 
+--parent PID    the worker that spawns it: if that process is already gone when the launcher starts (so
+                PR_SET_PDEATHSIG could not fire), it cleans up and exits instead of running the command.
 --netns PORTS   (root) a fresh named network namespace `tf-<launcher pid>-<random>` with pasta attached:
                 outbound TCP/UDP through pasta's user-mode stack, the host's loopback unreachable except
                 the listed ports (comma-separated, or `none`), which pasta forwards (-T) to the host's
@@ -287,7 +289,7 @@ class _Stop(Exception):
         self.signum = signum
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int | None) -> None:
     """SIGTERM when the worker (thread) that started us goes away: the finally below still cleans up.
     Also a subreaper: bwrap's namespace init, orphaned when bwrap dies first, is reaped here, not left
     a zombie for a host init that may never reap it."""
@@ -295,7 +297,8 @@ def _die_with_parent() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    if os.getppid() == 1:
+    # The worker may be pid 1 itself (a container): only a parent other than the one named is "gone".
+    if parent is not None and os.getppid() != parent:
         raise _Stop(int(signal.SIGTERM))
 
 
@@ -325,13 +328,15 @@ def _ports(value: str) -> list[int]:
 
 def parse(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     if "--" not in argv:
-        raise JailError("usage: jail.py [--netns PORTS | --pasta PORTS] [--pids N] [--memory-mb N] -- argv")
+        raise JailError(
+            "usage: jail.py [--parent PID] [--netns PORTS | --pasta PORTS] [--pids N] [--memory-mb N] -- argv"
+        )
     split = list(argv).index("--")
     options, command = list(argv[:split]), list(argv[split + 1 :])
     if len(options) % 2 or not command:
         raise JailError(f"bad options {options!r} or an empty command")
     parsed = dict(zip(options[::2], options[1::2], strict=True))
-    unknown = set(parsed) - {"--netns", "--pasta", "--pids", "--memory-mb"}
+    unknown = set(parsed) - {"--parent", "--netns", "--pasta", "--pids", "--memory-mb"}
     if unknown:
         raise JailError(f"unknown options {sorted(unknown)}")
     return parsed, command
@@ -352,8 +357,8 @@ def main(argv: Sequence[str]) -> int:
     netns = NetNamespace(name)
     cgroup = Cgroup(name)
     try:
-        _die_with_parent()
         options, command = parse(argv)
+        _die_with_parent(int(options["--parent"]) if "--parent" in options else None)
         pids, memory_mb = int(options.get("--pids", "0")), int(options.get("--memory-mb", "0"))
         if pids > 0 or memory_mb > 0:
             cgroup.create(pids, memory_mb)

@@ -238,7 +238,9 @@ def launcher_prefix(plan: SandboxPlan, held: Containment) -> list[str]:
         options += ["--pids", str(plan.max_processes)]
     if held.cgroup_memory:
         options += ["--memory-mb", str(plan.memory_mb)]
-    return [sys.executable, "-I", "-S", str(JAIL), *options, "--"] if options else []
+    if not options:
+        return []
+    return [sys.executable, "-I", "-S", str(JAIL), "--parent", str(os.getpid()), *options, "--"]
 
 
 def with_program_files(argv: Sequence[str], plan: SandboxPlan) -> SandboxPlan:

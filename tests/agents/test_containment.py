@@ -367,3 +367,17 @@ async def test_sweep_removes_what_a_sigkilled_launcher_left(tmp_path: Path) -> N
     while subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, "pasta quits with its namespace"
         time.sleep(0.05)
+
+
+async def test_a_launcher_whose_worker_is_already_gone_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    argv = sandbox.wrap(["/bin/sh", "-c", f"touch {marker}"], _plan(tmp_path))
+    assert argv[3:6] == [str(sandbox.JAIL), "--parent", str(os.getpid())]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    argv[5] = str(dead.pid)  # a parent that is not ours any more
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert not marker.exists()
+    ran = subprocess.run(sandbox.wrap(["/bin/sh", "-c", "echo ok"], _plan(tmp_path)), capture_output=True)
+    assert ran.returncode == 0 and ran.stdout == b"ok\n", "with its real parent it runs"

@@ -254,6 +254,8 @@ async def test_as_root_the_launcher_sets_up_netns_pasta_and_cgroup(
         "-I",
         "-S",
         str(sandbox.JAIL),
+        "--parent",
+        str(os.getpid()),
         "--netns",
         "11434",
         "--pids",
@@ -311,7 +313,7 @@ async def test_without_a_cgroup_root_degrades_and_others_fall_back_to_rlimits(
     degraded.clear()
     host["euid"] = "1000"
     launcher, _, inner = split(sandbox.wrap(["agent"], plan_of(tmp_path, "required")))
-    assert launcher[4:] == ["--pasta", "11434", "--"], "not root: pasta's own namespaces"
+    assert launcher[6:] == ["--pasta", "11434", "--"], "not root: pasta's own namespaces"
     assert "--nproc=100" in inner and f"--data={2048 * sandbox.MB}" in inner
     assert degraded == []
 
@@ -321,7 +323,7 @@ async def test_without_a_memory_controller_pids_stay_in_the_cgroup(
 ) -> None:
     monkeypatch.setattr(sandbox, "cgroup_problem", lambda memory: "no memory hierarchy" if memory else None)
     launcher, _, inner = split(sandbox.wrap(["agent"], plan_of(tmp_path, "required")))
-    assert launcher[4:] == ["--netns", "11434", "--pids", "100", "--"], "no --memory-mb"
+    assert launcher[6:] == ["--netns", "11434", "--pids", "100", "--"], "no --memory-mb"
     assert f"--data={2048 * sandbox.MB}" in inner
     assert degraded == []
 
