@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from activities.settings import Settings
 from clients.sources.backlog_md import BacklogSource
+from clients.sources.backlog_project import BacklogProjectSource, project_root
 from clients.sources.base import (
     Fetched,
     SourceError,
@@ -38,12 +39,19 @@ __all__ = [
 ]
 
 SOURCES: dict[str, Callable[[SourceSpec, Settings], TicketSource]] = {
-    "backlog": lambda spec, _settings: BacklogSource(spec),
+    "backlog": lambda spec, _settings: _backlog(spec),
     "beads": lambda spec, _settings: BeadsSource(spec),
     "github": lambda spec, settings: GitHubIssuesSource(spec, settings.github_token),
     "gitlab": lambda spec, settings: GitLabIssuesSource(spec, settings.gitlab_token),
     "gitea": lambda spec, settings: GiteaIssuesSource(spec, settings.gitea_token),
 }
+
+
+def _backlog(spec: SourceSpec) -> TicketSource:
+    """A real Backlog.md project (config.yml and tasks/) or, failing that, the todo/doing/done/failed
+    folder layout (docs/intake.md)."""
+    root = project_root(spec.location)
+    return BacklogProjectSource(spec, root) if root is not None else BacklogSource(spec)
 
 
 def _spec_of(text: str) -> SourceSpec:
