@@ -3,7 +3,8 @@
 Run as the prefix of a sandboxed argv (`sandbox.wrap` builds it), standard library only and by its file
 path with `python -I`, so nothing in the agent's worktree or environment can shadow it:
 
-    python -I -S jail.py [--parent PID] [--netns PORTS | --pasta PORTS] [--pids N] [--memory-mb N] -- argv
+    python -I -S jail.py [--parent PID] [--netns PORTS [--deny NETS] | --pasta PORTS] [--pids N]
+                         [--memory-mb N] -- argv
 
 --parent PID    the worker that spawns it: if that process is already gone when the launcher starts (so
                 PR_SET_PDEATHSIG could not fire), it cleans up and exits instead of running the command.
@@ -11,6 +12,7 @@ path with `python -I`, so nothing in the agent's worktree or environment can sha
                 outbound TCP/UDP through pasta's user-mode stack, the host's loopback unreachable except
                 the listed ports (comma-separated, or `none`), which pasta forwards (-T) to the host's
                 127.0.0.1. The command runs inside it through nsenter.
+--deny NETS     (with --netns) address/prefix list unreachable from inside (prohibit routes), or `none`.
 --pasta PORTS   (not root) the same through pasta's command mode: pasta creates the namespaces itself.
 --pids N        cgroup pids.max for everything the command starts (v1 pids hierarchy or cgroup v2).
 --memory-mb N   cgroup memory limit (v1 memory.limit_in_bytes, v2 memory.max) for all of it together.
@@ -76,13 +78,19 @@ class NetNamespace:
         self.path = NETNS_DIR / name
         self.created = False
 
-    def create(self, ports: Sequence[int]) -> None:
+    def create(self, ports: Sequence[int], deny: Sequence[str] = ()) -> None:
         ip, pasta = shutil.which("ip"), shutil.which("pasta")
         if ip is None or pasta is None:
             raise JailError("the network sandbox needs `ip` (iproute2) and `pasta` (passt)")
         _run([ip, "netns", "add", self.name])
         self.created = True
         _run([pasta, "--runas", "0", *pasta_options(ports), "--netns", self.name])
+        # Destinations the agent may not reach although they are "outside" (the cloud metadata service,
+        # a remote Temporal frontend): a prohibit route answers connect() with EACCES, and without
+        # CAP_NET_ADMIN the agent cannot remove it.
+        for network in deny:
+            family = ["-6"] if ":" in network else []
+            _run([ip, *family, "-n", self.name, "route", "add", "prohibit", network])
 
     def delete(self) -> None:
         if self.created or self.path.exists():
@@ -326,17 +334,29 @@ def _ports(value: str) -> list[int]:
     return ports
 
 
+def _networks(value: str) -> list[str]:
+    if value in ("", "none"):
+        return []
+    networks = value.split(",")
+    for network in networks:
+        address, _, prefix = network.partition("/")
+        if not address or not all(c in "0123456789abcdefABCDEF.:" for c in address) or not prefix.isdigit():
+            raise JailError(f"bad network {network!r} (want address/prefix)")
+    return networks
+
+
 def parse(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     if "--" not in argv:
         raise JailError(
-            "usage: jail.py [--parent PID] [--netns PORTS | --pasta PORTS] [--pids N] [--memory-mb N] -- argv"
+            "usage: jail.py [--parent PID] [--netns PORTS [--deny NETS] | --pasta PORTS] [--pids N] "
+            "[--memory-mb N] -- argv"
         )
     split = list(argv).index("--")
     options, command = list(argv[:split]), list(argv[split + 1 :])
     if len(options) % 2 or not command:
         raise JailError(f"bad options {options!r} or an empty command")
     parsed = dict(zip(options[::2], options[1::2], strict=True))
-    unknown = set(parsed) - {"--parent", "--netns", "--pasta", "--pids", "--memory-mb"}
+    unknown = set(parsed) - {"--parent", "--netns", "--deny", "--pasta", "--pids", "--memory-mb"}
     if unknown:
         raise JailError(f"unknown options {sorted(unknown)}")
     return parsed, command
@@ -363,7 +383,7 @@ def main(argv: Sequence[str]) -> int:
         if pids > 0 or memory_mb > 0:
             cgroup.create(pids, memory_mb)
         if "--netns" in options:
-            netns.create(_ports(options["--netns"]))
+            netns.create(_ports(options["--netns"]), _networks(options.get("--deny", "none")))
             command = [shutil.which("nsenter") or "nsenter", f"--net={netns.path}", "--", *command]
         elif "--pasta" in options:
             pasta = shutil.which("pasta") or "pasta"

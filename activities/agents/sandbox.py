@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ipaddress
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -57,6 +59,7 @@ SYSTEM_SECRETS = (
     "/etc/sudoers.d",
     "/etc/ssh/ssh_host_*_key",
 )
+METADATA_NETWORK = "169.254.0.0/16"
 PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus")
 Degradation = Literal["bwrap", "network", "cgroup", "tmp_size"]
 
@@ -76,6 +79,8 @@ class SandboxPlan:
     loopback_ports: tuple[int, ...] = ()
     max_processes: int = 0
     tmp_size_mb: int = 0
+    # Outside destinations no sandbox may reach (network = true, root): see denied_networks.
+    deny_networks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -232,6 +237,8 @@ def launcher_prefix(plan: SandboxPlan, held: Containment) -> list[str]:
     ports = ",".join(str(p) for p in plan.loopback_ports) or "none"
     if held.network == "netns":
         options += ["--netns", ports]
+        if plan.deny_networks:
+            options += ["--deny", ",".join(plan.deny_networks)]
     elif held.network == "pasta":
         options += ["--pasta", ports]
     if held.cgroup_pids:
@@ -361,6 +368,25 @@ def git_metadata(worktree: Path) -> list[Path]:
     return [marker.resolve(), *([] if own.is_relative_to(common) else [own]), common]
 
 
+def denied_networks(settings: Settings) -> list[str]:
+    """What an agent with network may still not reach: link-local 169.254.0.0/16 (the cloud metadata
+    service hands out the host's cloud credentials there) and the Temporal frontend when it is another
+    host (by its addresses now; a frontend on loopback is unreachable anyway)."""
+    host, _, _ = settings.temporal_address.rpartition(":")
+    remote = _remote_addresses(host.strip("[]"))
+    return [METADATA_NETWORK, *(f"{a}/{32 if '.' in a else 128}" for a in remote)]
+
+
+@functools.cache
+def _remote_addresses(host: str) -> tuple[str, ...]:
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return ()
+    found = {str(info[4][0]).split("%", 1)[0] for info in infos}
+    return tuple(sorted(a for a in found if not ipaddress.ip_address(a).is_loopback))
+
+
 def hidden_paths(settings: Settings) -> list[Path]:
     home = Path.home()
     return [p for p in {home, Path("/home"), Path("/root"), settings.state_dir.resolve()} if p != Path("/")]
@@ -400,6 +426,7 @@ def agent_plan(
         loopback_ports=tuple(loopback_ports),
         max_processes=max_processes,
         tmp_size_mb=tmp_size_mb,
+        deny_networks=tuple(denied_networks(settings)) if network else (),
     )
 
 

@@ -242,7 +242,8 @@ async def test_hostile_agent_cannot_reach_temporal_host_services_or_the_workers_
             with socket.create_connection(seen_from_host, timeout=2):
                 pass
         params = {
-            "connect": targets,
+            # The cloud metadata service (169.254.169.254) is refused by a prohibit route: EACCES.
+            "connect": {**targets, "metadata": ("169.254.169.254", 80)},
             "temporal": [temporal_binary(), worker.temporal_address, f"ticket-{victim.id}"],
             "proc": os.getpid(),  # the worker runs in this process
             "token": host_token,
@@ -252,6 +253,7 @@ async def test_hostile_agent_cannot_reach_temporal_host_services_or_the_workers_
 
     for name in targets:
         assert refused(report[name]), f"{name}: {report[name]}"
+    assert str(report["metadata"]).startswith("PermissionError"), report["metadata"]
     listed, cancelled = report["cli_list"], report["cli_cancel"]
     assert isinstance(listed, list) and isinstance(cancelled, list)
     assert listed[0] != 0 and cancelled[0] != 0, (listed, cancelled)

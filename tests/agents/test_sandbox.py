@@ -258,6 +258,8 @@ async def test_as_root_the_launcher_sets_up_netns_pasta_and_cgroup(
         str(os.getpid()),
         "--netns",
         "11434",
+        "--deny",
+        "169.254.0.0/16",
         "--pids",
         "100",
         "--memory-mb",
@@ -304,7 +306,7 @@ async def test_without_a_cgroup_root_degrades_and_others_fall_back_to_rlimits(
 ) -> None:
     host["cgroup"] = "cannot create cgroup"
     launcher, _, inner = split(sandbox.wrap(["agent"], plan_of(tmp_path)))
-    assert launcher[-3:] == ["--netns", "11434", "--"], "no cgroup options"
+    assert launcher[-5:] == ["--netns", "11434", "--deny", "169.254.0.0/16", "--"], "no cgroup options"
     assert f"--data={2048 * sandbox.MB}" in inner and not any(a.startswith("--nproc") for a in inner)
     assert degraded == ["cgroup"], "root ignores RLIMIT_NPROC: the process limit is gone"
     with pytest.raises(ApplicationError, match="cannot create cgroup"):
@@ -323,9 +325,22 @@ async def test_without_a_memory_controller_pids_stay_in_the_cgroup(
 ) -> None:
     monkeypatch.setattr(sandbox, "cgroup_problem", lambda memory: "no memory hierarchy" if memory else None)
     launcher, _, inner = split(sandbox.wrap(["agent"], plan_of(tmp_path, "required")))
-    assert launcher[6:] == ["--netns", "11434", "--pids", "100", "--"], "no --memory-mb"
+    assert launcher[6:] == ["--netns", "11434", "--deny", "169.254.0.0/16", "--pids", "100", "--"]
     assert f"--data={2048 * sandbox.MB}" in inner
     assert degraded == []
+
+
+async def test_a_remote_temporal_frontend_is_denied_like_the_metadata_service(tmp_path: Path) -> None:
+    remote = Settings(temporal_address="192.0.2.77:7233", state_dir=tmp_path)
+    assert sandbox.denied_networks(remote) == ["169.254.0.0/16", "192.0.2.77/32"]
+    assert sandbox.denied_networks(Settings(temporal_address="[2001:db8::5]:7233")) == [
+        "169.254.0.0/16",
+        "2001:db8::5/128",
+    ]
+    assert sandbox.denied_networks(Settings(temporal_address="localhost:7233")) == ["169.254.0.0/16"]
+    plan = sandbox.agent_plan(remote, "auto", True, tmp_path, [], (0, 0, 0))
+    assert plan.deny_networks == ("169.254.0.0/16", "192.0.2.77/32")
+    assert sandbox.agent_plan(remote, "auto", False, tmp_path, [], (0, 0, 0)).deny_networks == ()
 
 
 async def test_test_runs_get_the_same_sandbox_and_limits(tmp_path: Path) -> None:
