@@ -25,9 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
+import logging
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -43,9 +46,12 @@ from activities.proc import ProcessResult, run_process
 from activities.settings import RepoConfig, Settings
 from activities.workspace import file_lock
 
+log = logging.getLogger("ticketflow.project_env")
 ENV_FORMAT = "1"  # part of every hash: a change to how environments are built builds them again
 MARKER = "ticketflow-env.json"
 SETUP_TIMEOUT = 30 * 60.0
+# An environment of a repository no ticket has used for this long goes when a newer one is built.
+STALE_ENV_SECONDS = 7 * 24 * 3600.0
 STEP_TAIL_LINES = 60
 TEST_EXTRAS = ("test", "tests", "testing", "dev")
 _REQUIREMENT_FILES = (
@@ -560,7 +566,40 @@ async def ensure_env(
         if await asyncio.to_thread(marker.is_file):  # another worker built it while this one waited
             return ProjectEnv(plan.path, plan.name, plan.description)
         await _build(settings, repo_key, worktree, plan, base_env, on_line)
+    removed = await asyncio.to_thread(prune_stale, settings, repo_key, plan.name)
+    if removed:
+        log.info("removed %d unused environment(s) of %s: %s", len(removed), repo_key, ", ".join(removed))
     return ProjectEnv(plan.path, plan.name, plan.description, built=True)
+
+
+def prune_stale(
+    settings: Settings, repo_key: str, keep: str, max_age: float = STALE_ENV_SECONDS
+) -> list[str]:
+    """Remove the repository's other environments unused for max_age (every use touches the marker);
+    one that is being built (its lock is held) is left alone. Returns the names removed."""
+    removed = []
+    now = time.time()
+    for marker in sorted(envs_dir(settings).glob(f"{repo_key}-*/{MARKER}")):
+        env = marker.parent
+        if env.name == keep or not re.fullmatch(rf"{re.escape(repo_key)}-[0-9a-f]{{16}}", env.name):
+            continue
+        with contextlib.suppress(OSError):
+            if now - marker.stat().st_mtime < max_age:
+                continue
+            fd = os.open(envs_dir(settings) / f"{env.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            try:
+                marker.unlink()  # first: a half-removed environment must never look ready
+                shutil.rmtree(env, ignore_errors=True)
+                (envs_dir(settings) / f"{env.name}.log").unlink(missing_ok=True)
+                removed.append(env.name)
+            finally:
+                os.close(fd)
+    return removed
 
 
 async def _build(

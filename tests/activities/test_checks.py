@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,7 @@ async def test_failing_tests_are_a_result_with_the_first_failing_test(
     assert "FAILED (failures=1)" in report.output_tail
 
 
+@pytest.mark.slow
 async def test_pytest_runs_in_the_project_environment_with_junit_counts(
     local_settings: Settings, workspace: Workspace
 ) -> None:
@@ -110,6 +113,7 @@ async def test_no_test_command(local_settings: Settings, workspace: Workspace) -
     assert report.env_hint is not None and "require_tests = false" in report.env_hint
 
 
+@pytest.mark.slow
 async def test_zero_tests_collected_is_no_tests(local_settings: Settings, workspace: Workspace) -> None:
     root = Path(workspace.path)
     shutil.rmtree(root / "tests")
@@ -168,6 +172,7 @@ async def test_configured_venv_under_a_hidden_directory_is_mounted(
     ), "a command naming its own interpreter needs no project environment"
 
 
+@pytest.mark.slow
 async def test_setup_command_runs_once_per_environment_and_its_bin_comes_first(
     local_settings: Settings, workspace: Workspace
 ) -> None:
@@ -191,6 +196,7 @@ async def test_setup_command_runs_once_per_environment_and_its_bin_comes_first(
     assert len(list((local_settings.state_dir / "envs").glob("*/ticketflow-env.json"))) == 2
 
 
+@pytest.mark.slow
 async def test_failing_setup_is_an_environment_error(local_settings: Settings, workspace: Workspace) -> None:
     configure(local_settings, workspace, setup_command="echo resolving; exit 3")
     report = await run_checks(local_settings, workspace)
@@ -318,3 +324,23 @@ async def test_an_agents_own_test_run_gets_the_same_verdict(
     assert len(text) <= 4000 and lines, "the output streams to the agent's log"
     missing = await run_for_agent(local_settings, root, workspace, "no-such-runner", 60, lines.append, 4000)
     assert missing.startswith("no-such-runner: ENV_ERROR (the test runner was not found (exit 127)")
+
+
+@pytest.mark.slow
+async def test_an_environment_unused_for_a_week_goes_when_a_newer_one_is_built(
+    local_settings: Settings, workspace: Workspace
+) -> None:
+    configure(local_settings, workspace, setup_command="echo first")
+    await run_checks(local_settings, workspace)
+    (old,) = [p.parent for p in (local_settings.state_dir / "envs").glob("*/ticketflow-env.json")]
+    week_ago = time.time() - 8 * 24 * 3600
+    os.utime(old / "ticketflow-env.json", (week_ago, week_ago))
+    configure(local_settings, workspace, setup_command="echo second")
+    report = await run_checks(local_settings, workspace)
+    assert report.outcome is CheckOutcome.PASSED
+    (new,) = [p.parent for p in (local_settings.state_dir / "envs").glob("*/ticketflow-env.json")]
+    assert new != old and not old.exists()
+    # One in use (its marker touched by the run) stays.
+    configure(local_settings, workspace, setup_command="echo third")
+    await run_checks(local_settings, workspace)
+    assert new.exists()
