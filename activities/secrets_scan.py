@@ -289,8 +289,10 @@ def _plugin_line_hits(line: str, path: str | None) -> Iterator[tuple[str, str]]:
             value = secret.secret_value or ""
             # detect-secrets drops the whole line on an indirect reference (`x = f(...)`), which
             # would hide a token in `AWS = dict(key="AKIA...")`; here it only clears keyword hits.
-            if isinstance(plugin, KeywordDetector) and heuristic.is_indirect_reference(line):
-                continue
+            if isinstance(plugin, KeywordDetector) and (
+                _is_reference(value) or heuristic.is_indirect_reference(line)
+            ):
+                continue  # `secret_source: env`, `password: ${DB_PASSWORD}`: names, not values
             if value and not _filtered(value, line, plugin):
                 yield str(secret.type), value
 
