@@ -11,12 +11,16 @@ or token report (the retry worked), or the end of output (final). It reports an 
 (`insufficient_quota`) as a RateLimitError; the text tells it apart, so it is a usage limit. It must not
 touch the repository's files for itself: --no-gitignore (else it adds `.aider*` to .gitignore, which
 would land in the ticket's commits), and a git identity in its private HOME (else it writes one into the
-read-only git config and stops).
+read-only git config and stops). It `git add`s each file it creates, and the worktree's index is
+read-only in the sandbox (ticketflow commits on the host): aider gets a private copy of the index and
+a private object directory in the ticket's run directory (GIT_INDEX_FILE, GIT_OBJECT_DIRECTORY, the real
+objects as GIT_ALTERNATE_OBJECT_DIRECTORIES), so its adds succeed without touching the repository.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +67,24 @@ _BARE_MODELS = (
 )
 
 
+def git_dirs(worktree: Path) -> tuple[Path, Path] | None:
+    """A worktree's index and object directory (a linked worktree's index is in its own gitdir, its
+    objects in the common one), found without running git."""
+    marker = worktree / ".git"
+    if marker.is_dir():
+        return marker / "index", marker / "objects"
+    try:
+        text = marker.read_text().strip()
+    except OSError:
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    own = (worktree / text.removeprefix("gitdir:").strip()).resolve()
+    common_file = own / "commondir"
+    common = (own / common_file.read_text().strip()).resolve() if common_file.is_file() else own
+    return own / "index", common / "objects"
+
+
 def _count(number: str, suffix: str) -> int:
     return int(float(number) * {"": 1, "k": 1_000, "m": 1_000_000}[suffix.lower()])
 
@@ -92,6 +114,23 @@ class AiderAgent(CliAgent):
         if "/" in model:
             return model.split("/", 1)[0]
         return next((name for prefix, name in _BARE_MODELS if model.startswith(prefix)), "unknown")
+
+    def environment(self, run: AgentRun, home: Path) -> dict[str, str]:
+        env = super().environment(run, home)
+        found = git_dirs(run.worktree)
+        if found is None:
+            return env
+        real_index, real_objects = found
+        index, objects = run.run_dir.parent / "aider.index", run.run_dir.parent / "aider-objects"
+        index.unlink(missing_ok=True)
+        shutil.rmtree(objects, ignore_errors=True)
+        objects.mkdir(parents=True)
+        if real_index.is_file():
+            shutil.copyfile(real_index, index)
+        env["GIT_INDEX_FILE"] = str(index)
+        env["GIT_OBJECT_DIRECTORY"] = str(objects)
+        env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = str(real_objects)
+        return env
 
     def prepare(self, run: AgentRun, home: Path) -> None:
         gitconfig = home / ".gitconfig"

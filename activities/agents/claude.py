@@ -57,6 +57,7 @@ class ClaudeAgent(CliAgent):
     provider = "anthropic"
 
     async def run(self, run: AgentRun) -> AgentResult:
+        self._edits: dict[str, str] = {}  # tool_use id -> the edit it asks for
         # --session-id takes only a UUID; a checkpoint from elsewhere gets one of ours (nothing to resume).
         if not _is_uuid(run.checkpoint.session_id) and not session_was_started(
             run, run.checkpoint.session_id
@@ -116,14 +117,19 @@ class ClaudeAgent(CliAgent):
                 if tool == "AskUserQuestion":
                     questions = args.get("questions") or [{"question": args.get("question", "")}]
                     state.settle("blocked", "; ".join(str(q.get("question", q)) for q in questions))
-                if tool in EDIT_TOOLS:
-                    state.steps.append(f"{tool} {target}".strip())
+                if tool in EDIT_TOOLS:  # a step once its result says it was done, not when asked for
+                    self._edits[str(block.get("id"))] = f"{tool} {target}".strip()
                 yield f"[tool] {tool} {short(str(target))}".rstrip()
 
     def _tool_results(self, message: dict[str, Any], state: StreamState) -> Iterator[str]:
         for block in message.get("content") or []:
-            if isinstance(block, dict) and block.get("type") == "tool_result" and block.get("is_error"):
+            if not isinstance(block, dict) or block.get("type") != "tool_result":
+                continue
+            edit = self._edits.pop(str(block.get("tool_use_id")), None)
+            if block.get("is_error"):
                 yield f"[tool error] {short(str(block.get('content', '')))}"
+            elif edit is not None:
+                state.steps.append(edit)
 
     def _rate_limit(self, info: dict[str, Any], state: StreamState) -> Iterator[str]:
         status = info.get("status")

@@ -12,6 +12,11 @@ already counted: the totals are kept with the session and only the difference is
 Codex refuses to create its helper binaries (apply_patch among them) when its home is under the temporary
 directory, and every edit then fails; its TMPDIR is therefore a directory of the ticket's run directory.
 An edit that failed is not done: a run whose every edit failed is failed.
+
+Codex's own sandbox (`--sandbox workspace-write`: namespaces, seccomp) cannot be set up inside
+ticketflow's (no capabilities, no nested namespaces): every edit fails "Failed to write file". Inside
+ticketflow's sandbox, which already confines it to the worktree and its run directory, Codex runs with
+`--sandbox danger-full-access`; without it (sandbox = "off", or no bwrap) with its own workspace-write.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from activities.agents import sandbox
 from activities.agents.base import AgentRun
 from activities.agents.streaming import (
     CliAgent,
@@ -40,13 +46,19 @@ class CodexAgent(CliAgent):
     provider = "openai"
 
     def argv(self, run: AgentRun, prompt: str, session_id: str | None, resuming: bool) -> list[str]:
-        argv = [self.binary(), "exec", "--json", "--sandbox", "workspace-write", "--skip-git-repo-check"]
+        argv = [self.binary(), "exec", "--json", "--sandbox", self.own_sandbox(), "--skip-git-repo-check"]
         if self.config.model:
             argv += ["-m", self.config.model]
         argv += self.config.extra_args
         if resuming and session_id:
             return [*argv, "resume", session_id, prompt]
         return [*argv, prompt]
+
+    def own_sandbox(self) -> str:
+        """Codex's sandbox mode: its own only where ticketflow's is not around it."""
+        if self.config.sandbox_mode != "off" and sandbox.bwrap_problem() is None:
+            return "danger-full-access"
+        return "workspace-write"
 
     def provider_name(self) -> str:
         """A configured gateway (`-c model_provider=NAME`) is the provider whose limits these are."""

@@ -25,6 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 LimitKind = Literal["usage", "rate"]
 # Google's daily quotas roll over at midnight Pacific time.
 GOOGLE_QUOTA_ZONE = "America/Los_Angeles"
+# Reset clocks are printed to the minute; the reset is within the minute printed.
+CLOCK_RESOLUTION = timedelta(minutes=1)
 # A "rate limit" asking for a longer wait than this is really a quota (Gemini's own rule).
 RATE_TO_USAGE_SECONDS = 300
 
@@ -183,6 +185,9 @@ def _clock_reset(found: re.Match[str], now: datetime, local: tzinfo) -> datetime
             candidate = candidate.replace(year=year + 1)  # "Jan 2" seen on Dec 30
         return candidate.astimezone(UTC)
     candidate = datetime.combine(here.date(), clock, tzinfo=zone)
+    if timedelta(0) <= here - candidate < CLOCK_RESOLUTION:
+        # The clock is printed to the minute: "3:28 PM" read at 3:28:40 is a reset within the minute.
+        return (candidate + CLOCK_RESOLUTION).astimezone(UTC)
     if candidate <= here:
         candidate = datetime.combine(here.date() + timedelta(days=1), clock, tzinfo=zone)
     return candidate.astimezone(UTC)

@@ -372,8 +372,8 @@ class CliAgent:
             state.failed_while_retrying()
         if state.auth_failure and state.outcome not in ("usage_limit", "rate_limited"):
             raise ApplicationError(
-                f"{self.name} ({self.kind}) could not authenticate: {state.auth_failure}. Log it in for the "
-                "worker, or pass its key with pass_env",
+                f"{self.name} ({self.kind}) could not authenticate: {state.auth_failure.rstrip('.')}. Log it "
+                "in for the worker, or pass its key with pass_env",
                 type="AgentAuthFailed",
                 non_retryable=True,
             )

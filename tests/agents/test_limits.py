@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from activities.agents.limits import parse_limit, reset_from_epoch
+from activities.agents.limits import is_retry_notice, parse_limit, reset_from_epoch
 
 NOW = datetime(2026, 8, 8, 10, 0, tzinfo=UTC)  # 12:00 in Berlin, 03:00 in Los Angeles
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -26,8 +26,8 @@ USAGE_CASES = [
     ),
     (
         "5-hour limit reached ∙ resets 12pm",
-        at("Europe/Berlin", 2026, 8, 9, 12, 0),
-    ),  # 12pm Berlin is now: next day
+        at("Europe/Berlin", 2026, 8, 8, 12, 1),
+    ),  # 12pm Berlin is now: the reset is within this minute, not tomorrow
     ("You've hit your limit · resets 8pm (Europe/Berlin)", at("Europe/Berlin", 2026, 8, 8, 20, 0)),
     (
         "You've hit your limit · resets 9am (Europe/Berlin)",
@@ -140,3 +140,70 @@ def test_epoch_resets_in_seconds_or_milliseconds() -> None:
 def test_unknown_zone_falls_back_to_local() -> None:
     limit = parse_limit("You've hit your limit · resets 8pm (Mars/Olympus)", NOW, BERLIN)
     assert limit is not None and limit.reset_at == at("Europe/Berlin", 2026, 8, 8, 20, 0)
+
+
+# Found with the real CLIs (issue #14): Codex 0.171 prints a typographic apostrophe; newer Codex texts;
+# Gemini 0.61's daily quota; Anthropic's "credit balance"; OpenAI's insufficient_quota as aider shows it.
+REAL_USAGE_CASES = [
+    ("You\u2019ve hit your usage limit. Try again at 3:32 PM.", at("Europe/Berlin", 2026, 8, 8, 15, 32)),
+    (
+        "You\u2019ve hit your usage limit. Upgrade to Pro (https://chatgpt.com/explore/pro), visit "
+        "https://chatgpt.com/settings/usage to purchase more credits or try again at 7:48 PM.",
+        at("Europe/Berlin", 2026, 8, 8, 19, 48),
+    ),
+    ("You hit your spend cap set in your workspace. Increase your spend cap to continue.", None),
+    ("Your workspace is out of credits. Add credits to continue.", None),
+    ("You\u2019ve reached your usage limit. Increase your limits to continue", None),
+    ("Credit balance is too low", None),
+    (
+        "litellm.RateLimitError: RateLimitError: OpenAIException - You exceeded your \n"
+        "current quota, please check your plan and billing details.",
+        None,
+    ),
+    (
+        "Gemini API error: You have exhausted your daily quota on this model. Please wait and try again.",
+        at("America/Los_Angeles", 2026, 8, 9, 0, 0),
+    ),
+]
+
+
+@pytest.mark.parametrize(("message", "reset"), REAL_USAGE_CASES, ids=[c[0][:48] for c in REAL_USAGE_CASES])
+def test_real_cli_usage_limits(message: str, reset: datetime | None) -> None:
+    limit = parse_limit(message, NOW, BERLIN)
+    assert limit is not None and limit.kind == "usage", limit
+    assert limit.reset_at == reset
+
+
+def test_a_delay_wrapped_onto_the_next_line_is_read() -> None:
+    """aider wraps at ~80 columns: "...Please try again in\\n20s." is still 20 s."""
+    limit = parse_limit(
+        "litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached for requests per min "
+        "(RPM): Limit 3, Used 3, Requested 1. Please try again in\n20s.",
+        NOW,
+        BERLIN,
+    )
+    assert limit is not None and limit.kind == "rate" and limit.retry_after == 20.0
+
+
+def test_googles_per_minute_quota_with_a_short_delay_is_a_rate_limit() -> None:
+    limit = parse_limit("You exceeded your current quota ... Please retry in 34.07s.", NOW, BERLIN)
+    assert limit is not None and limit.kind == "rate" and limit.retry_after == pytest.approx(34.07)
+
+
+def test_a_reset_clock_of_the_current_minute_is_within_the_minute_not_tomorrow() -> None:
+    now = datetime(2026, 8, 8, 13, 28, 40, tzinfo=UTC)  # 15:28:40 in Berlin
+    limit = parse_limit("You\u2019ve hit your usage limit. Try again at 3:28 PM.", now, BERLIN)
+    assert limit is not None and limit.reset_at == at("Europe/Berlin", 2026, 8, 8, 15, 29)
+
+
+@pytest.mark.parametrize(
+    "notice",
+    [
+        "Reconnecting... 1/5 (exceeded retry limit, last status: 429 Too Many Requests, request id: req_1)",
+        "litellm.RateLimitError: ... Please try again in 20s. Retrying in 0.2 seconds...",
+        "Attempt 1 failed: You exceeded your current quota, please check your plan and billing details.",
+    ],
+)
+def test_a_clis_own_retry_notice_is_recognised(notice: str) -> None:
+    assert is_retry_notice(notice)
+    assert not is_retry_notice("exceeded retry limit, last status: 429 Too Many Requests, request id: req_1")
