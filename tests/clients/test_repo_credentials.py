@@ -102,6 +102,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if name.startswith("TICKETFLOW_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("TICKETFLOW_HOME", str(tmp_path / "home"))
+    (tmp_path / "ticketflow.toml").touch()  # an explicit config file must exist
     monkeypatch.setenv("TICKETFLOW_CONFIG", str(tmp_path / "ticketflow.toml"))
     monkeypatch.setenv("TICKETFLOW_TEMPORAL_ADDRESS", f"127.0.0.1:{closed_port()}")
     monkeypatch.chdir(tmp_path)
