@@ -7,6 +7,7 @@ the UI, so configuration and secrets stay out of them.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -197,13 +198,51 @@ def to_toml(data: Mapping[str, Any], table: str = "") -> str:
     return text
 
 
+class ConfigFileMissing(ValueError):
+    """$TICKETFLOW_CONFIG names a file that does not exist (a typo would otherwise mean defaults)."""
+
+
 def config_file() -> Path | None:
     explicit = os.environ.get("TICKETFLOW_CONFIG")
     if explicit:
+        if not Path(explicit).exists():
+            raise ConfigFileMissing(f"TICKETFLOW_CONFIG names {explicit}, which does not exist")
         return Path(explicit)
     for candidate in (Path("ticketflow.toml"), default_state_dir() / "config.toml"):
         if candidate.is_file():
             return candidate
+    return None
+
+
+# TICKETFLOW_ variables that are not settings: the config file and home (read here) and the token git
+# credential helpers read (activities/githosts).
+NOT_SETTINGS = frozenset({"TICKETFLOW_CONFIG", "TICKETFLOW_HOME", "TICKETFLOW_GIT_TOKEN"})
+
+
+def closest_key(loc: tuple[str | int, ...]) -> str | None:
+    """For an unknown key at `loc` (as pydantic reports it), the closest valid key there, if any."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is not None:
+            model = _model_of(field.annotation)
+            if model is None:
+                return None
+        # else: a dict key (repos.<name>) or a list index (notify.0): the values' model goes on
+    if model is None or not hasattr(model, "model_fields"):
+        return None
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model an annotation holds: itself, a dict's values, a list's items."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
     return None
 
 
@@ -226,7 +265,7 @@ def _port(address: str, default: int) -> int:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TICKETFLOW_", env_nested_delimiter="__", extra="ignore", hide_input_in_errors=True
+        env_prefix="TICKETFLOW_", env_nested_delimiter="__", extra="forbid", hide_input_in_errors=True
     )
 
     temporal_address: str = "localhost:7233"
@@ -351,6 +390,36 @@ class Settings(BaseSettings):
                 return f"agents.{agent}.loopback_ports: {port} is {reserved[port]}; agents may never reach it"
         return None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_mistyped_variables(cls, data: Any) -> Any:
+        """A TICKETFLOW_ variable that is no setting but nearly one is a typo: an error naming both.
+        (Others, far from every setting, belong to agents and tests: TICKETFLOW_WORKTREE, ...)"""
+        for name in os.environ:
+            if not name.startswith("TICKETFLOW_") or name in NOT_SETTINGS:
+                continue
+            field = name.removeprefix("TICKETFLOW_").lower().split("__")[0]
+            if field not in cls.model_fields:
+                close = difflib.get_close_matches(field, list(cls.model_fields), n=1, cutoff=0.8)
+                if close:
+                    raise ValueError(f"{name} is not a setting; did you mean TICKETFLOW_{close[0].upper()}?")
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_mistyped_variables(cls, data: Any) -> Any:
+        """A TICKETFLOW_ variable that is no setting but nearly one is a typo: an error naming both.
+        (Others, far from every setting, belong to agents and tests: TICKETFLOW_WORKTREE, ...)"""
+        for name in os.environ:
+            if not name.startswith("TICKETFLOW_") or name in NOT_SETTINGS:
+                continue
+            field = name.removeprefix("TICKETFLOW_").lower().split("__")[0]
+            if field not in cls.model_fields:
+                close = difflib.get_close_matches(field, list(cls.model_fields), n=1, cutoff=0.8)
+                if close:
+                    raise ValueError(f"{name} is not a setting; did you mean TICKETFLOW_{close[0].upper()}?")
+        return data
+
     @model_validator(mode="after")
     def _ui_url_follows_ui_port(self) -> Settings:
         """Links to the Web UI (CLI output, PR bodies, notifications) point at the port the dev server's
@@ -366,9 +435,7 @@ class Settings(BaseSettings):
         from temporalio.envconfig import ClientConfigProfile
 
         try:
-            profile = ClientConfigProfile.load(
-                self.temporal_profile, config_source=self.temporal_config_file
-            )
+            profile = ClientConfigProfile.load(self.temporal_profile, config_source=self.temporal_config_file)
         except Exception as exc:  # the bridge's ConfigError (profile not found, bad file, bad variable)
             raise ValueError(f"Temporal client configuration: {exc}") from exc
         given = self.model_fields_set

@@ -2,7 +2,7 @@
 # Installs the agent CLIs ticketflow is tested with, at the tested versions, into one directory:
 #   <prefix>/node/node_modules/.bin/{claude,codex,gemini}   (npm, a project-local prefix)
 #   <prefix>/aider-venv/bin/aider                            (PyPI, a venv of its own: aider pins many packages)
-#   <prefix>/bin/{claude,codex,gemini,aider}                 (symlinks: put this directory on PATH, or point
+#   <prefix>/bin/{claude,codex,gemini,aider}                 (launchers: put this directory on PATH, or point
 #                                                             [agents.X] binary at one of them)
 #
 #   deploy/install-agent-clis.sh [--prefix DIR] [claude] [codex] [gemini] [aider]
@@ -34,6 +34,14 @@ done
 mkdir -p "$prefix/bin"
 prefix="$(cd "$prefix" && pwd)"
 
+launcher() {  # <prefix>/bin/<name>: a small script that execs the real program (a file, not a symlink)
+  local target
+  target="$(readlink -f "$2")"
+  printf '#!/bin/sh\nexec %s "$@"\n' "'$target'" > "$prefix/bin/$1.tmp"
+  chmod 755 "$prefix/bin/$1.tmp"
+  mv -f "$prefix/bin/$1.tmp" "$prefix/bin/$1"
+}
+
 npm_package() {
   case "$1" in
     claude) echo "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" ;;
@@ -63,7 +71,7 @@ if [ ${#npm_wanted[@]} -gt 0 ]; then
 fi
 for cli in "${wanted[@]}"; do
   [ "$cli" = aider ] && continue
-  ln -sfn "$prefix/node/node_modules/.bin/$cli" "$prefix/bin/$cli"
+  launcher "$cli" "$prefix/node/node_modules/.bin/$cli"
 done
 
 if printf '%s\n' "${wanted[@]}" | grep -qx aider; then
@@ -75,7 +83,7 @@ if printf '%s\n' "${wanted[@]}" | grep -qx aider; then
     "$python" -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check "aider-chat==$AIDER_VERSION"
   fi
-  ln -sfn "$venv/bin/aider" "$prefix/bin/aider"
+  launcher aider "$venv/bin/aider"
 fi
 
 for cli in "${wanted[@]}"; do

@@ -36,9 +36,7 @@ def binary(kind: str) -> Path:
     """The installed CLI, or a skip (a failure in CI) naming the install command."""
     path = CLI_BIN / kind
     if path.exists() and os.access(path, os.X_OK):
-        # The file itself, not the bin/ symlink: the sandbox's bind of a symlinked program fails
-        # ("bwrap: Can't create file at ...") - reported to the sandbox's owner.
-        return path.resolve()
+        return path  # the install script's launcher (a script, not a symlink: the sandbox binds it)
     found = shutil.which(kind) if os.environ.get("TICKETFLOW_AGENT_CLIS") == "PATH" else None
     if found:
         return Path(found)
