@@ -405,21 +405,6 @@ class Settings(BaseSettings):
                     raise ValueError(f"{name} is not a setting; did you mean TICKETFLOW_{close[0].upper()}?")
         return data
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_mistyped_variables(cls, data: Any) -> Any:
-        """A TICKETFLOW_ variable that is no setting but nearly one is a typo: an error naming both.
-        (Others, far from every setting, belong to agents and tests: TICKETFLOW_WORKTREE, ...)"""
-        for name in os.environ:
-            if not name.startswith("TICKETFLOW_") or name in NOT_SETTINGS:
-                continue
-            field = name.removeprefix("TICKETFLOW_").lower().split("__")[0]
-            if field not in cls.model_fields:
-                close = difflib.get_close_matches(field, list(cls.model_fields), n=1, cutoff=0.8)
-                if close:
-                    raise ValueError(f"{name} is not a setting; did you mean TICKETFLOW_{close[0].upper()}?")
-        return data
-
     @model_validator(mode="after")
     def _ui_url_follows_ui_port(self) -> Settings:
         """Links to the Web UI (CLI output, PR bodies, notifications) point at the port the dev server's

@@ -523,6 +523,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also release FAILED tickets' worktrees, if they failed at least DAYS days ago",
     )
 
+    config = sub.add_parser("config", help="check the configuration", description="check the configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    p = config_sub.add_parser(
+        "check",
+        help="validate configuration and environment; print what the worker will use",
+        description="validate configuration and environment (git, sandbox, agent CLIs, Temporal, model "
+        "servers); print what the worker will use",
+    )
+    p.set_defaults(handler="clients.config_check:cmd_config_check")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     p = command(
         "completion",
         cmd_completion,
@@ -559,15 +570,34 @@ def load_settings() -> Settings:
 
     from pydantic import ValidationError
 
-    from activities.settings import Settings, config_file
-    from clients.ticket_files import explain
+    from activities.settings import ConfigFileMissing, Settings, config_file
 
     try:
         return Settings()
     except ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {explain(exc)}") from exc
+        raise ConfigError(f"invalid configuration: {config_problems(exc)}") from exc
+    except ConfigFileMissing as exc:
+        raise ConfigError(str(exc)) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid configuration: {config_file()}: {exc}") from exc
+
+
+def config_problems(exc: Any) -> str:
+    """A Settings ValidationError as one line: an unknown key is named with the closest valid one."""
+    from activities.settings import closest_key
+
+    parts = []
+    for item in exc.errors():
+        loc = tuple(item["loc"])
+        where = ".".join(str(part) for part in loc)
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            close = closest_key(loc)
+            hint = f"; did you mean {'.'.join(str(p) for p in (*loc[:-1], close))}?" if close else ""
+            parts.append(f"{where}: unknown setting{hint}")
+        else:
+            parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
 
 
 def _silence_stdout() -> None:

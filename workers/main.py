@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import compileall
 import contextlib
+import json
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from activities.agent import reclaim_orphaned_agents
 from activities.agents import sandbox
 from activities.notify import NotifyActivities
 from activities.settings import Settings
+from clients.config_check import effective_config
 from clients.connect import describe_connection, ensure_search_attributes
 from workers.health import HealthServer, Readiness
 from workers.metrics import MetricsInterceptor
@@ -81,6 +83,9 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
 
 async def run_workers(client: Client, settings: Settings, stop: asyncio.Event) -> None:
     """Run until `stop` is set, then let running activities finish within the graceful timeout."""
+    # What `ticketflow config check` prints, as one line: the worker's effective configuration, every
+    # secret masked (SecretStr), so a deployment's real settings are in its log.
+    log.info("effective configuration: %s", json.dumps(effective_config(settings), sort_keys=True))
     log.info("connected to Temporal: %s", describe_connection(settings))
     await ensure_search_attributes(client, register=settings.register_search_attributes)
     # Before polling: a dead worker's agent attempts retry now (from their checkpoints), not after

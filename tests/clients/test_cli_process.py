@@ -19,7 +19,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {
         **clean,
         "TICKETFLOW_HOME": str(tmp_path / "home"),
-        "TICKETFLOW_CONFIG": str(tmp_path / "none.toml"),
+        "TICKETFLOW_CONFIG": os.devnull,
         "TICKETFLOW_TEMPORAL_ADDRESS": "127.0.0.1:1",
         "PYTHONPATH": str(ROOT),
     }

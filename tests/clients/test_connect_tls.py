@@ -71,7 +71,7 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith(("TICKETFLOW_", "TEMPORAL_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("TICKETFLOW_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TICKETFLOW_CONFIG", str(tmp_path / "no-such-config.toml"))
+    monkeypatch.setenv("TICKETFLOW_CONFIG", os.devnull)  # an empty configuration
     monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(tmp_path / "no-such-temporal.toml"))
     monkeypatch.chdir(tmp_path)
 

@@ -38,7 +38,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith(("TICKETFLOW_", "TEMPORAL_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("TICKETFLOW_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TICKETFLOW_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("TICKETFLOW_CONFIG", os.devnull)
     monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(tmp_path / "none-temporal.toml"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from workflows.visibility import render_details
 
 @pytest.fixture(autouse=True)
 def no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TICKETFLOW_CONFIG", str(tmp_path / "no-such-config.toml"))
+    monkeypatch.setenv("TICKETFLOW_CONFIG", os.devnull)  # an empty configuration
     monkeypatch.setenv("TICKETFLOW_HOME", str(tmp_path / "home"))
 
 

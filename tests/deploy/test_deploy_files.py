@@ -431,7 +431,7 @@ def webhook_command(args: list[str]) -> tuple[str, int]:
     from clients import cli
 
     parsed = cli.build_parser().parse_args(args)
-    assert parsed.handler.__name__ == "cmd_webhook"
+    assert cli.resolve(parsed.handler).__name__ == "cmd_webhook"
     return parsed.host, parsed.port
 
 

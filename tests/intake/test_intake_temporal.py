@@ -91,7 +91,9 @@ async def test_poll_sources_activity_starts_tickets(
     result = await ActivityEnvironment(client=client).run(poll, request)
 
     assert result.started == [name] and await intake.workflow_exists(client, name)
-    assert result.errors == ["jira:nope: unknown source kind 'jira' (known: backlog, beads, gitea, github, gitlab)"]
+    assert result.errors == [
+        "jira:nope: unknown source kind 'jira' (known: backlog, beads, gitea, github, gitlab)"
+    ]
 
 
 async def test_write_back_activity(settings: Settings, backlog: Path) -> None:
