@@ -638,7 +638,7 @@ async def _build(
                     how = "timed out" if result.timed_out else f"exited {result.exit_code}"
                     raise EnvError(
                         f"preparing the test environment failed: {step.describe} {how}",
-                        setup_hint(step, plan, log_path, result.exit_code),
+                        setup_hint(step, log_path, result.exit_code, settings.checks_sandbox != "off"),
                         output,
                     )
     finally:
@@ -683,8 +683,11 @@ async def _run_step(
     )
 
 
-def setup_hint(step: Step, plan: EnvPlan, log_path: Path, exit_code: int | None) -> str:
+def setup_hint(step: Step, log_path: Path, exit_code: int | None, sandboxed: bool) -> str:
     where = f"the full log is {log_path} on the worker"
+    offline = sandbox.network_problem() if sandboxed and sandbox.bwrap_problem() is None else None
+    if offline is not None:
+        where += f"; note that the sandbox gives setup no network on this host ({offline})"
     if exit_code in (126, 127):
         return f"`{step.argv[0]}` could not be started inside the sandbox: install it on the worker; {where}"
     if step.describe.startswith("setup_command"):
