@@ -48,7 +48,7 @@ FETCH_TIMEOUT = 10 * 60
 # Plain fetch refspec, not --mirror: a mirror fetch would delete the ticket branches kept in refs/heads.
 FETCH_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
 # Shared by every worktree of the mirror: check runs must not leave caches for commit_all to pick up.
-EXCLUDES = "__pycache__/\n*.pyc\n.pytest_cache/\n"
+EXCLUDES = "__pycache__/\n*.pyc\n.pytest_cache/\n.aider*\n"
 IDENTITY = {"user.name": "ticketflow", "user.email": "ticketflow@localhost"}
 
 

@@ -24,6 +24,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import worktree_pool
+from activities.git_guard import GitTampered
 from activities.gitops import GitError, git, head
 from activities.settings import Settings
 from activities.workspace import WorkspaceActivities
@@ -250,7 +251,7 @@ async def prune_one(
         return
     try:
         await release(workspace, settings, tree)
-    except (GitError, OSError) as exc:
+    except (GitError, GitTampered, OSError) as exc:
         tree.result = f"failed: {exc}"
 
 
